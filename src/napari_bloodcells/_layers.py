@@ -1,0 +1,47 @@
+"""Conversions between core arrays and napari layer keyword arguments.
+
+Kept free of Qt so sample data and tests can use it; napari itself is
+imported lazily.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from napari_bloodcells.core.classes import BLOODCELL_CLASSES, ClassInfo
+
+if TYPE_CHECKING:
+    from napari.utils.colormaps import DirectLabelColormap
+
+CITATION = (
+    "Images: Jiangxi Tecom Science Corporation, China. Cite: Zheng X, Wang Y, Wang G, Liu J. "
+    "Fast and robust segmentation of white blood cell images by self-supervised learning. "
+    "Micron 107:55-71 (2018). doi:10.1016/j.micron.2018.01.010"
+)
+
+
+def class_colormap(classes: ClassInfo = BLOODCELL_CLASSES) -> DirectLabelColormap:
+    """A fixed colour per class; background and unknown values are transparent."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors: dict[int | None, tuple] = {i: c for i, c in enumerate(classes.colors)}
+    colors[None] = (0.0, 0.0, 0.0, 0.0)
+    return DirectLabelColormap(color_dict=colors)
+
+
+def labels_kwargs(name: str, classes: ClassInfo = BLOODCELL_CLASSES, **extra) -> dict:
+    """Keyword arguments for a class-index Labels layer.
+
+    The ``features`` table names each class, so napari's status bar shows
+    e.g. "nucleus" under the cursor.
+    """
+    return {
+        "name": name,
+        "colormap": class_colormap(classes),
+        "features": {"index": np.arange(classes.num_classes), "class": list(classes.names)},
+        "opacity": 0.5,
+        "metadata": {"napari_bloodcells_classes": classes.to_dict()},
+        **extra,
+    }

@@ -1,0 +1,50 @@
+"""npe2 sample data: the blood-cell dataset as layers.
+
+The dataset is downloaded (and verified) on first use; see
+:mod:`napari_bloodcells.core.download`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from napari_bloodcells._layers import CITATION, labels_kwargs
+from napari_bloodcells.core.batches import pad_to
+from napari_bloodcells.core.dataset import bloodcell_folder, load_folder
+
+if TYPE_CHECKING:
+    from napari.types import LayerDataTuple
+
+SINGLE_CELL_INDEX = 0
+
+
+def pad_stack(arrays: list[np.ndarray], fill: int = 0) -> np.ndarray:
+    """Stack arrays of different heights and widths, padding bottom/right with ``fill``.
+
+    Pixels keep their physical size: nothing is resized.
+    """
+    height = max(a.shape[0] for a in arrays)
+    width = max(a.shape[1] for a in arrays)
+    return np.stack([pad_to(a, height, width, fill) for a in arrays])
+
+
+def load_bloodcells_sample() -> list[LayerDataTuple]:
+    """All 300 images as an RGB stack, with their class labels."""
+    data = load_folder(bloodcell_folder())
+    images = pad_stack(data.images)
+    labels = pad_stack(data.masks)
+    meta = {"citation": CITATION, "names": data.names}
+    return [
+        (images, {"name": "blood cells", "rgb": True, "metadata": meta}, "image"),
+        (labels, labels_kwargs("blood cells labels", metadata={"citation": CITATION}), "labels"),
+    ]
+
+
+def load_single_cell_sample() -> list[LayerDataTuple]:
+    """One blood-cell RGB image, to try Segment on a plain 2D image."""
+    data = load_folder(bloodcell_folder())
+    image = data.images[SINGLE_CELL_INDEX]
+    meta = {"citation": CITATION, "names": [data.names[SINGLE_CELL_INDEX]]}
+    return [(image, {"name": "blood cell", "rgb": True, "metadata": meta}, "image")]

@@ -1,0 +1,298 @@
+"""Command line: ``napari-bloodcells fetch | train | evaluate | segment``.
+
+A thin front end over :mod:`napari_bloodcells.core`: it parses arguments,
+drives the same training generator as the napari widget, and turns
+:class:`~napari_bloodcells.errors.BloodcellsError` into one line on stderr and
+exit status 2 (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from napari_bloodcells import __version__
+from napari_bloodcells.errors import BloodcellsError, DataError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-bloodcells",
+        description="Train, evaluate and apply blood-cell segmentation models without napari.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fetch = sub.add_parser("fetch", help="download the blood-cell dataset (Zheng et al. 2018)")
+    fetch.add_argument("--dest", type=Path, help="folder for bloodcells_seg/ (default: ./data "
+                       "in a checkout, else the cache)")
+
+    train = sub.add_parser("train", help="train a model")
+    train.add_argument("--data", type=Path, help="folder with images/ and masks/ "
+                       "(default: the blood-cell dataset)")
+    train.add_argument("--preset", default="default", help="default or seed (the notebook)")
+    train.add_argument("--arch", help="notebook-unet or an smp architecture (Unet, FPN, ...)")
+    train.add_argument("--encoder", help="smp encoder (resnet18, vgg16, efficientnet-b0, ...)")
+    train.add_argument("--encoder-weights", help="imagenet, none, or a weights file")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--dev-fraction", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    train.add_argument("--init", type=Path, help="continue from this model (fine-tuning)")
+    train.add_argument("--out", type=Path, required=True, help="where to save the model (.pt)")
+
+    evaluate = sub.add_parser("evaluate", help="per-class Dice and IoU of a model")
+    evaluate.add_argument("model", type=Path)
+    evaluate.add_argument("--data", type=Path, help="default: the blood-cell dataset")
+    evaluate.add_argument("--split", choices=["dev", "train", "all"], default="dev")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    segment = sub.add_parser("segment", help="write class-index label images")
+    segment.add_argument("model", type=Path)
+    segment.add_argument("images", type=Path, nargs="+")
+    segment.add_argument("--out", type=Path, required=True, help="output folder")
+    segment.add_argument("--scale", type=float, default=1.0,
+                         help="resize factor before prediction (0.5 halves each side)")
+    segment.add_argument("--tile-size", type=int, default=384)
+    segment.add_argument("--overlap", type=int, default=64)
+    segment.add_argument("--tile-batch", type=int, default=4)
+    segment.add_argument("--device", default="auto")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``napari-bloodcells`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return {"fetch": _fetch, "train": _train, "evaluate": _evaluate,
+                "segment": _segment}[args.command](args)
+    except BloodcellsError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _default_dest() -> Path:
+    from napari_bloodcells.core.download import cache_dir
+
+    checkout = Path.cwd()
+    if (checkout / "napari.yaml").is_file() and (checkout / "data" / "README.md").is_file():
+        return checkout / "data"
+    return cache_dir()
+
+
+def _file_progress(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="file", disable=None)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from napari_bloodcells.core.dataset import bloodcell_folder
+
+    folder = bloodcell_folder(args.dest or _default_dest(), _file_progress("download"))
+    print(f"Blood-cell dataset ready in {folder}")
+    return 0
+
+
+def _load_data(folder: Path | None):
+    from napari_bloodcells.core.dataset import bloodcell_folder, load_folder
+
+    return load_folder(folder if folder is not None else
+                       bloodcell_folder(progress=_file_progress("download")))
+
+
+class _StopOnCtrlC:
+    """First Ctrl-C asks training to stop after the current batch; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> _StopOnCtrlC:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nStopping after this batch; press Ctrl-C again to abort.", file=sys.stderr)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_bloodcells.core.checkpoint import load_checkpoint
+    from napari_bloodcells.core.config import preset
+    from napari_bloodcells.core.events import (
+        BatchEnded,
+        EpochEnded,
+        Notice,
+        TrainingFinished,
+        TrainingStarted,
+    )
+    from napari_bloodcells.core.report import plot_curves, write_history_json
+    from napari_bloodcells.core.train import train
+
+    config = preset(args.preset).with_changes(
+        arch=args.arch, encoder=args.encoder, encoder_weights=args.encoder_weights,
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        dev_fraction=args.dev_fraction, seed=args.seed, device=args.device,
+        precision=args.precision,
+    )
+    config.validate()
+    init = load_checkpoint(args.init) if args.init else None
+    data = _load_data(args.data)
+    out = args.out if args.out.suffix else args.out.with_suffix(".pt")
+    bar = None
+    result = None
+    with _StopOnCtrlC() as stop:
+        for event in train(config, data, init=init, should_stop=stop, checkpoint_path=out):
+            if isinstance(event, TrainingStarted):
+                print(f"Training on {event.device} ({event.precision}): {event.n_train} train / "
+                      f"{event.n_dev} dev images, {event.epochs} epochs.")
+                bar = tqdm(total=event.epochs * event.batches_per_epoch, unit="batch",
+                           disable=None, leave=False)
+            elif isinstance(event, BatchEnded) and bar is not None:
+                bar.update(1)
+                bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}")
+            elif isinstance(event, EpochEnded):
+                scores = " ".join(f"{name} {d:.3f}" for name, d in
+                                  zip(data_class_names(init), event.dice))
+                line = (f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f}  "
+                        f"dev loss {event.dev_loss:.4f}  dev Dice {scores}  "
+                        f"{event.seconds:.1f} s{'  *best' if event.is_best else ''}")
+                (bar.write if bar is not None else print)(line)
+            elif isinstance(event, Notice):
+                print(event.message, file=sys.stderr)
+            elif isinstance(event, TrainingFinished):
+                result = event.result
+    if bar is not None:
+        bar.close()
+    assert result is not None
+    history_path = out.with_suffix(".metrics.json")
+    write_history_json(result.history, history_path,
+                       {"best_epoch": result.best_epoch, "reason": result.reason,
+                        "config": result.model.config})
+    curves = None
+    if result.history:
+        curves = plot_curves(result.history, result.model.classes.names,
+                             out.with_suffix(".curves.png"))
+    print(result.reason)
+    if result.best_epoch:
+        print(f"Saved the model of epoch {result.best_epoch} to {out}")
+    else:
+        print("No epoch finished, so no model was saved.")
+    print(f"Metrics: {history_path}" + (f"  Curves: {curves}" if curves else ""))
+    return 0
+
+
+def data_class_names(init) -> tuple[str, ...]:
+    """Class names for the progress lines."""
+    from napari_bloodcells.core.classes import BLOODCELL_CLASSES
+
+    return (init.classes if init is not None else BLOODCELL_CLASSES).names
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from napari_bloodcells.core.checkpoint import load_checkpoint
+    from napari_bloodcells.core.dataset import NOTEBOOK_SEED, split_indices
+    from napari_bloodcells.core.device import resolve_device
+    from napari_bloodcells.core.infer import segment_image
+    from napari_bloodcells.core.metrics import score_labels
+
+    model = load_checkpoint(args.model, resolve_device(args.device))
+    data = _load_data(args.data)
+    data.check_classes(model.classes.num_classes)
+    fraction = float(model.config.get("dev_fraction", 0.2))
+    seed = int(model.config.get("split_seed", NOTEBOOK_SEED))
+    train_idx, dev_idx = split_indices(len(data), fraction, seed)
+    indices = {"dev": dev_idx, "train": train_idx, "all": list(range(len(data)))}[args.split]
+    if not indices:
+        raise DataError(f"The {args.split} split is empty; choose another split or more data.")
+    subset = data.subset(indices)
+    preds = [segment_image(model, image)[0] for image in subset.images]
+    scores = score_labels(preds, subset.masks, model.classes.num_classes)
+    if args.json:
+        print(json.dumps({"split": args.split, "images": len(subset),
+                          "dice": dict(zip(model.classes.names, scores.dice)),
+                          "iou": dict(zip(model.classes.names, scores.iou))}, indent=2))
+        return 0
+    print(f"{args.split} split, {len(subset)} images (pooled pixels)")
+    print(f"{'class':<12} {'Dice':>7} {'IoU':>7}")
+    for name, dice, iou in zip(model.classes.names, scores.dice, scores.iou):
+        print(f"{name:<12} {dice:7.4f} {iou:7.4f}")
+    return 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from napari_bloodcells.core.checkpoint import atomic_write, load_checkpoint
+    from napari_bloodcells.core.dataset import read_image
+    from napari_bloodcells.core.device import resolve_device
+    from napari_bloodcells.core.infer import TileSettings, segment_image
+
+    model = load_checkpoint(args.model, resolve_device(args.device))
+    tiles = TileSettings(args.tile_size, args.overlap, args.tile_batch)
+    tiles.check(model.spec.input_multiple)
+    missing = [str(p) for p in args.images if not p.is_file()]
+    if missing:
+        raise DataError(f"No such image file: {', '.join(missing[:3])}; check the paths.")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in args.images:
+        labels, _ = segment_image(model, _read_any(path, read_image), scale=args.scale,
+                                  tiles=tiles, on_notice=lambda m: print(m, file=sys.stderr))
+        target = args.out / f"{path.stem}.png"
+        atomic_write(target, lambda tmp, lab=labels: Image.fromarray(lab).save(tmp, format="PNG"))
+        print(f"{path} -> {target}")
+    return 0
+
+
+def _read_any(path: Path, read_rgb):
+    """Read grayscale, RGB or RGBA files; :func:`segment_image` converts them."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in {"L", "RGB", "RGBA"}:
+                return np.asarray(im)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"Cannot read the image {path}; is it an image file?") from exc
+    return read_rgb(path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Saving and loading trained models as single, self-describing files.
+
+A checkpoint is a plain dictionary readable with
+``torch.load(path, weights_only=True)``: the weights plus everything needed to
+rebuild and apply the model (architecture, classes, preprocessing), the
+training configuration, final metrics and package versions. Files are
+written atomically: a crash mid-save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from napari_bloodcells.core.classes import ClassInfo
+from napari_bloodcells.core.models import ModelSpec, build_model
+from napari_bloodcells.core.preprocessing import Preprocessing
+from napari_bloodcells.errors import CheckpointError
+
+FORMAT_NAME = "napari-bloodcells-model"
+FORMAT_VERSION = 1
+SUFFIX = ".pt"
+
+
+@dataclass
+class TrainedModel:
+    """A network with what is needed to apply it.
+
+    Attributes
+    ----------
+    network : torch.nn.Module
+        The weights, on any device.
+    spec : ModelSpec
+        How to rebuild ``network``.
+    classes : ClassInfo
+        Class names and colours.
+    preprocessing : Preprocessing
+        Input geometry and normalisation.
+    config : dict
+        The training configuration, as plain types.
+    metrics : dict
+        Final scores and history, as plain types.
+    """
+
+    network: nn.Module
+    spec: ModelSpec
+    classes: ClassInfo
+    preprocessing: Preprocessing
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version(), "torch": str(torch.__version__)}
+    for package in ("napari-bloodcells", "segmentation-models-pytorch", "numpy"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "unknown"
+    return found
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then move the result onto ``path`` in one step.
+
+    The temporary file sits in the same folder, is flushed to disk before the
+    rename, and is removed if anything fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(model: TrainedModel, path: str | Path) -> Path:
+    """Write ``model`` to ``path`` atomically.
+
+    Returns
+    -------
+    Path
+        The path written.
+    """
+    payload = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model": model.spec.to_dict(),
+        "classes": model.classes.to_dict(),
+        "preprocessing": model.preprocessing.to_dict(),
+        "config": model.config,
+        "metrics": model.metrics,
+        "versions": _versions(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
+    }
+    path = Path(path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return path
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    path : path
+        The checkpoint file.
+    device : torch.device or str
+        Where to put the network.
+
+    Returns
+    -------
+    TrainedModel
+        In evaluation mode.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, truncated, foreign, or from a newer format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"The model file {path} does not exist; check the path.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for foreign or damaged bytes
+        raise CheckpointError(
+            f"The model file {path} is damaged or not a PyTorch file ({type(exc).__name__}); "
+            "use another copy or train the model again."
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise CheckpointError(
+            f"The file {path} is not a napari-bloodcells model; pick a .pt file saved by "
+            "napari-bloodcells (train or the Save button)."
+        )
+    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"The model file {path} was saved in format version {payload['format_version']}, "
+            f"newer than this napari-bloodcells understands ({FORMAT_VERSION}); upgrade "
+            "napari-bloodcells."
+        )
+    try:
+        spec = ModelSpec.from_dict(payload["model"])
+        network = build_model(spec)
+        network.load_state_dict(payload["state_dict"])
+        model = TrainedModel(
+            network=network.to(device).eval(),
+            spec=spec,
+            classes=ClassInfo.from_dict(payload["classes"]),
+            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
+            config=payload.get("config", {}),
+            metrics=payload.get("metrics", {}),
+        )
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"The model file {path} is incomplete or inconsistent ({type(exc).__name__}: "
+            f"{str(exc)[:80]}); use another copy or train the model again."
+        ) from exc
+    return model

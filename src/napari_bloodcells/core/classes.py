@@ -1,0 +1,49 @@
+"""The segmentation classes and how they are shown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Colours follow the reference notebook (cytoplasm lime, nucleus blue); the
+# background is transparent so corrections can be painted over the image.
+CLASS_NAMES: tuple[str, ...] = ("background", "cytoplasm", "nucleus")
+CLASS_COLORS: tuple[tuple[float, float, float, float], ...] = (
+    (0.0, 0.0, 0.0, 0.0),
+    (0.0, 1.0, 0.0, 1.0),
+    (0.0, 0.0, 1.0, 1.0),
+)
+IGNORE_INDEX = 255
+"""Mask value for pixels that carry no label (padding); never a class."""
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """Names and RGBA colours of the classes a model predicts.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Class names; the class index is the position in this tuple.
+    colors : tuple of RGBA tuples
+        One colour per class, components in 0..1.
+    """
+
+    names: tuple[str, ...] = CLASS_NAMES
+    colors: tuple[tuple[float, float, float, float], ...] = CLASS_COLORS
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, background included."""
+        return len(self.names)
+
+    def to_dict(self) -> dict:
+        """Plain-type representation, safe for ``torch.load(weights_only=True)``."""
+        return {"names": list(self.names), "colors": [list(c) for c in self.colors]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClassInfo:
+        """Inverse of :meth:`to_dict`."""
+        return cls(tuple(d["names"]), tuple(tuple(float(v) for v in c) for c in d["colors"]))
+
+
+BLOODCELL_CLASSES = ClassInfo()

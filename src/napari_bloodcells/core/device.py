@@ -1,0 +1,67 @@
+"""Choosing where and in which precision to compute."""
+
+from __future__ import annotations
+
+import torch
+
+from napari_bloodcells.errors import ConfigError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"`` into a device.
+
+    ``"auto"`` picks CUDA, then Apple's MPS, then the CPU.
+
+    Raises
+    ------
+    ConfigError
+        If the named device is not available on this machine.
+    """
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"Unknown device {name!r}; use auto, cpu, cuda or mps.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("No CUDA GPU is available here; choose device 'auto' or 'cpu'.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("Apple MPS is not available here; choose device 'auto' or 'cpu'.")
+    return device
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 autocast is natively fast on ``device``.
+
+    On CPUs it needs AVX512-BF16 or AMX; elsewhere bf16 is emulated and slower
+    than float32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` ("auto", "fp32" or "bf16"), or ``None`` for fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16" or (precision == "auto" and fast_bf16(device)):
+        return torch.bfloat16
+    if precision != "auto":
+        raise ConfigError(f"Unknown precision {precision!r}; use auto, fp32 or bf16.")
+    return None
+
+
+def release_memory(device: torch.device) -> None:
+    """Return cached accelerator memory to the system between runs."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()

@@ -1,0 +1,199 @@
+"""Download and verify the blood-cell dataset (Zheng et al. 2018, Dataset 1).
+
+Every file is checked against the SHA-256 registry shipped with the package.
+pooch downloads into a temporary file and only moves it into the cache once
+the hash matches, so a partial or tampered file is never used.
+
+Two environment variables override the defaults:
+
+``NAPARI_BLOODCELLS_DATA_URL``
+    Base URL of the dataset (``http(s)://...``), or a local folder holding a
+    copy of it (``Dataset 1/001.bmp``, ...).
+``NAPARI_BLOODCELLS_CACHE``
+    Folder where downloaded files are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib.resources import files
+from pathlib import Path
+from urllib.parse import quote
+
+import pooch
+
+from napari_bloodcells.errors import DownloadError
+
+UPSTREAM_URL = (
+    "https://raw.githubusercontent.com/zxaoyou/segmentation_WBC/"
+    "fa9c01622f52bccb9aeb8a6f2628f564e377767d/"
+)
+URL_ENV = "NAPARI_BLOODCELLS_DATA_URL"
+CACHE_ENV = "NAPARI_BLOODCELLS_CACHE"
+RAW_FOLDER = "segmentation_WBC"
+_PARALLEL_DOWNLOADS = 8
+
+Progress = Callable[[int, int], None]
+"""Called with (files done, files total) while fetching."""
+
+
+def registry() -> dict[str, str]:
+    """Map each dataset file's relative path to its ``sha256:`` hash.
+
+    Returns
+    -------
+    dict
+        ``{"Dataset 1/001.bmp": "sha256:...", ...}``.
+    """
+    text = files("napari_bloodcells.core").joinpath("registry.txt").read_text("utf-8")
+    entries = {}
+    for line in text.splitlines():
+        if line.strip():
+            digest, name = line.split(" ", 1)
+            entries[name] = f"sha256:{digest}"
+    return entries
+
+
+def data_source() -> str:
+    """The dataset's base URL or local folder, honouring ``NAPARI_BLOODCELLS_DATA_URL``."""
+    return os.environ.get(URL_ENV) or UPSTREAM_URL
+
+
+def cache_dir() -> Path:
+    """The folder for downloaded and converted data, honouring ``NAPARI_BLOODCELLS_CACHE``."""
+    override = os.environ.get(CACHE_ENV)
+    return Path(override) if override else Path(pooch.os_cache("napari-bloodcells"))
+
+
+def _is_url(source: str) -> bool:
+    return source.split("://", 1)[0].lower() in {"http", "https", "ftp"}
+
+
+def fetch_raw(
+    source: str | None = None,
+    cache: Path | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Download (or copy) and verify every file of the dataset.
+
+    Parameters
+    ----------
+    source : str, optional
+        Base URL or local folder; defaults to :func:`data_source`.
+    cache : Path, optional
+        Cache folder; defaults to :func:`cache_dir`.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each file.
+
+    Returns
+    -------
+    Path
+        Folder holding ``Dataset 1/NNN.bmp`` and ``Dataset 1/NNN.png``.
+
+    Raises
+    ------
+    DownloadError
+        If a file cannot be fetched or its checksum does not match.
+    """
+    source = source or data_source()
+    target = (cache or cache_dir()) / RAW_FOLDER
+    entries = registry()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(
+            f"Cannot create the data folder {target} ({exc.strerror}); "
+            f"set {CACHE_ENV} to a writable folder."
+        ) from exc
+    if _is_url(source):
+        base = source if source.endswith("/") else source + "/"
+        getter = pooch.create(
+            path=target,
+            base_url=base,
+            registry=entries,
+            urls={name: base + quote(name) for name in entries},
+            retry_if_failed=2,
+        )
+        fetch_one = getter.fetch
+    else:
+        folder = Path(source.removeprefix("file://"))
+        if not folder.is_dir():
+            raise DownloadError(
+                f"The dataset source {source!r} is neither a URL nor an existing folder; "
+                f"set {URL_ENV} to the dataset's URL or to a folder holding a copy of it."
+            )
+
+        def fetch_one(name: str) -> str:
+            return _copy_verified(folder / name, target / name, entries[name])
+
+    done = 0
+    names = sorted(entries)
+    with ThreadPoolExecutor(_PARALLEL_DOWNLOADS) as pool:
+        futures = [pool.submit(_explain_failure, fetch_one, name, source) for name in names]
+        try:
+            for future in futures:
+                future.result()
+                done += 1
+                if progress is not None:
+                    progress(done, len(names))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return target
+
+
+def _explain_failure(fetch_one: Callable[[str], str], name: str, source: str) -> str:
+    try:
+        return fetch_one(name)
+    except DownloadError:
+        raise
+    except ValueError as exc:  # pooch's checksum mismatch
+        raise DownloadError(
+            f"The downloaded file {name!r} does not match its known checksum, so it was "
+            f"discarded; the source {source} serves a different or damaged copy."
+        ) from exc
+    except OSError as exc:
+        if getattr(exc, "errno", None) == 28:  # ENOSPC
+            raise DownloadError(
+                f"The disk is full while saving {name!r}; free some space or set "
+                f"{CACHE_ENV} to a folder on a larger disk."
+            ) from exc
+        raise DownloadError(_offline_message(name, source, exc)) from exc
+    except Exception as exc:  # requests' errors do not share a base with OSError everywhere
+        raise DownloadError(_offline_message(name, source, exc)) from exc
+
+
+def _offline_message(name: str, source: str, exc: BaseException) -> str:
+    return (
+        f"Could not download the blood-cell dataset (file {name!r} from {source}: "
+        f"{type(exc).__name__}); check the network, or point the plugin at a local copy "
+        f"by setting {URL_ENV} to its folder or URL."
+    )
+
+
+def _copy_verified(src: Path, dst: Path, known_hash: str) -> str:
+    algorithm, digest = known_hash.split(":", 1)
+    if dst.is_file() and pooch.file_hash(str(dst), alg=algorithm) == digest:
+        return str(dst)
+    if not src.is_file():
+        raise DownloadError(
+            f"The local dataset copy has no file {src.name!r} (looked in {src.parent}); "
+            "point the plugin at a complete copy."
+        )
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".part-")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        if pooch.file_hash(tmp, alg=algorithm) != digest:
+            raise ValueError("checksum mismatch")
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return str(dst)

@@ -1,0 +1,245 @@
+"""Model construction: the reference notebook's U-Net and segmentation-models-pytorch.
+
+A :class:`ModelSpec` says everything needed to rebuild a network; it is stored
+in every checkpoint so a saved model can be applied without its training
+script.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from napari_bloodcells.errors import ConfigError, DownloadError
+
+NOTEBOOK_UNET = "notebook-unet"
+"""Architecture name of the reference notebook's U-Net."""
+
+
+def architectures() -> list[str]:
+    """Every architecture name accepted by :func:`build_model`."""
+    return [NOTEBOOK_UNET, *sorted(_smp_architectures())]
+
+
+def encoders() -> list[str]:
+    """Every segmentation-models-pytorch encoder name."""
+    return list(smp.encoders.get_encoder_names())
+
+
+def _smp_architectures() -> dict[str, type]:
+    return {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 'same' convolutions with ELU, and channel dropout between them."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+            nn.ELU(inplace=True),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
+            nn.ELU(inplace=True),
+        )
+
+
+class NotebookUNet(nn.Module):
+    """The reference notebook's U-Net, layer for layer.
+
+    Encoder blocks of 16/32/64/128 channels, a 256-channel bottleneck,
+    transposed-convolution upsampling, ELU, dropout 0.1/0.1/0.2/0.2/0.3 and He
+    normal initialisation; a 1x1 convolution classifies each pixel.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels (3 for RGB).
+    num_classes : int
+        Output classes.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 3) -> None:
+        super().__init__()
+        widths, drops = (16, 32, 64, 128), (0.1, 0.1, 0.2, 0.2)
+        self.pool = nn.MaxPool2d(2)
+        self.encoder = nn.ModuleList()
+        channels = in_channels
+        for width, drop in zip(widths, drops):
+            self.encoder.append(ConvBlock(channels, width, drop))
+            channels = width
+        self.bottleneck = ConvBlock(channels, 256, 0.3)
+        self.up = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        channels = 256
+        for width, drop in zip(reversed(widths), reversed(drops)):
+            self.up.append(nn.ConvTranspose2d(channels, width, kernel_size=2, stride=2))
+            self.decoder.append(ConvBlock(2 * width, width, drop))
+            channels = width
+        self.head = nn.Conv2d(channels, num_classes, kernel_size=1)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                # He normal, as Keras' kernel_initializer="he_normal" in the notebook.
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-pixel class logits ``(N, num_classes, H, W)``; H and W divisible by 16."""
+        skips = []
+        for block in self.encoder:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(x)
+        for up, block, skip in zip(self.up, self.decoder, reversed(skips)):
+            x = block(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What is needed to rebuild a network.
+
+    Attributes
+    ----------
+    arch : str
+        ``"notebook-unet"`` or a segmentation-models-pytorch class name
+        (``"Unet"``, ``"FPN"``, ...; case-insensitive).
+    encoder : str
+        smp encoder name; ignored by the notebook U-Net.
+    num_classes : int
+        Output classes.
+    in_channels : int
+        Input channels.
+    """
+
+    arch: str = "Unet"
+    encoder: str = "resnet18"
+    num_classes: int = 3
+    in_channels: int = 3
+
+    @property
+    def input_multiple(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 16 if self.arch == NOTEBOOK_UNET else 32
+
+    def to_dict(self) -> dict:
+        """Plain-type representation for checkpoints."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{k: d[k] for k in ("arch", "encoder", "num_classes", "in_channels")})
+
+
+def canonical_arch(name: str) -> str:
+    """Return the architecture's canonical spelling, or raise :class:`ConfigError`."""
+    if name.lower().replace("_", "-") in {NOTEBOOK_UNET, "notebook", "unet-notebook"}:
+        return NOTEBOOK_UNET
+    for canonical in _smp_architectures():
+        if canonical.lower() == name.lower():
+            return canonical
+    raise ConfigError(
+        f"Unknown architecture {name!r}; choose one of: {', '.join(architectures())}."
+    )
+
+
+def build_model(spec: ModelSpec, encoder_weights: str | Path | None = None) -> nn.Module:
+    """Build the network described by ``spec``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        Architecture, encoder and class count.
+    encoder_weights : {"imagenet", None} or path, optional
+        ``"imagenet"`` loads pretrained encoder weights from the local cache or
+        downloads them; a path loads an encoder ``state_dict`` saved with
+        ``torch.save`` or as safetensors; ``None`` or ``"none"`` starts from a
+        random initialisation.
+
+    Returns
+    -------
+    torch.nn.Module
+        A network mapping ``(N, C, H, W)`` images to ``(N, K, H, W)`` logits.
+
+    Raises
+    ------
+    ConfigError
+        Unknown architecture or encoder, or weights for the notebook U-Net.
+    DownloadError
+        ImageNet weights are requested but cannot be downloaded.
+    """
+    arch = canonical_arch(spec.arch)
+    if isinstance(encoder_weights, str) and encoder_weights.lower() in {"", "none"}:
+        encoder_weights = None
+    if arch == NOTEBOOK_UNET:
+        if encoder_weights is not None:
+            raise ConfigError(
+                "The notebook U-Net has no pretrained encoder; set encoder weights to 'none' "
+                "or choose an smp architecture."
+            )
+        return NotebookUNet(spec.in_channels, spec.num_classes)
+    if spec.encoder not in encoders() and not spec.encoder.startswith("tu-"):
+        raise ConfigError(
+            f"Unknown encoder {spec.encoder!r}; choose one of segmentation-models-pytorch's "
+            "encoders, e.g. resnet18, resnet34, vgg16, efficientnet-b0, mobilenet_v2."
+        )
+    cls = _smp_architectures()[arch]
+    kwargs = {"encoder_name": spec.encoder, "in_channels": spec.in_channels,
+              "classes": spec.num_classes}
+    if encoder_weights == "imagenet":
+        try:
+            return cls(encoder_weights="imagenet", **kwargs)
+        except KeyError as exc:
+            raise ConfigError(
+                f"The encoder {spec.encoder!r} has no ImageNet weights; set encoder weights "
+                "to 'none'."
+            ) from exc
+        except Exception as exc:  # huggingface_hub / requests raise many unrelated types
+            raise DownloadError(
+                f"Could not download the ImageNet weights for the {spec.encoder} encoder "
+                f"({type(exc).__name__}); connect to the internet once so they are cached, "
+                "or pass a local weights file as encoder weights."
+            ) from exc
+    model = cls(encoder_weights=None, **kwargs)
+    if encoder_weights is not None:
+        load_encoder_weights(model, Path(encoder_weights))
+    return model
+
+
+def load_encoder_weights(model: nn.Module, path: Path) -> None:
+    """Load an encoder ``state_dict`` from ``path`` into ``model.encoder``.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, unreadable or does not fit the encoder.
+    """
+    if not path.is_file():
+        raise ConfigError(
+            f"The encoder weights file {path} does not exist; give 'imagenet', 'none' or "
+            "the path of an existing weights file."
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"Cannot read encoder weights from {path} ({type(exc).__name__}); save them "
+            "with torch.save(encoder.state_dict(), path)."
+        ) from exc
+    try:
+        model.encoder.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"The weights in {path} do not fit the model's encoder; they must be a state_dict "
+            "of the same encoder."
+        ) from exc

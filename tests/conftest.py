@@ -1,0 +1,68 @@
+"""Shared fixtures: the blood-cell dataset from ../shared, never from the internet."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation_WBC"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The verified upstream copy of the dataset in ../shared."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"The dataset copy {SHARED_DATA} is missing; tests read it from ../shared.")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory, shared_data) -> Path:
+    """A cache folder filled once per session from ../shared through the real fetch code."""
+    from napari_bloodcells.core.dataset import bloodcell_folder
+
+    cache = tmp_path_factory.mktemp("cache")
+    old = {k: os.environ.get(k) for k in ("NAPARI_BLOODCELLS_DATA_URL", "NAPARI_BLOODCELLS_CACHE")}
+    os.environ["NAPARI_BLOODCELLS_DATA_URL"] = str(shared_data)
+    os.environ["NAPARI_BLOODCELLS_CACHE"] = str(cache)
+    try:
+        bloodcell_folder()
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return cache
+
+
+@pytest.fixture
+def data_env(monkeypatch, session_cache, shared_data) -> Path:
+    """Point the plugin at ../shared and the session cache; returns the cache folder."""
+    monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", str(shared_data))
+    monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(session_cache))
+    return session_cache
+
+
+@pytest.fixture(scope="session")
+def bloodcells(session_cache):
+    """All 300 pairs as SegmentationData (read-only: do not modify in tests)."""
+    from napari_bloodcells.core.dataset import DATASET_FOLDER, load_folder
+
+    return load_folder(session_cache / DATASET_FOLDER)
+
+
+@pytest.fixture
+def few_cells(bloodcells):
+    """Twelve pairs: enough for a split with 2 dev images and batches of 2."""
+    return bloodcells.subset(range(12))
+
+
+@pytest.fixture
+def tiny_config():
+    """A fast configuration for tests: the notebook U-Net, one epoch, small batches."""
+    from napari_bloodcells.core.config import preset
+
+    return preset("seed").with_changes(epochs=1, batch_size=2, size=64, device="cpu")

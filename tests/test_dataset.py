@@ -1,0 +1,105 @@
+"""Pairing, conversion and splitting of image/mask data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from napari_bloodcells.core.dataset import (
+    from_arrays,
+    load_folder,
+    mask_from_grey,
+    split_indices,
+)
+from napari_bloodcells.errors import DataError
+
+
+def _write_pair(root, key, size=(20, 30), mask_size=None, suffix=".png"):
+    (root / "images" / key).parent.mkdir(parents=True, exist_ok=True)
+    (root / "masks" / key).parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(root / "images" / f"{key}{suffix}")
+    mask = np.zeros(mask_size or size, dtype=np.uint8)
+    mask[2:5, 2:5] = 2
+    Image.fromarray(mask).save(root / "masks" / f"{key}.png")
+    return rgb, mask
+
+
+def test_mask_conversion_maps_grey_levels_to_classes():
+    grey = np.array([[0, 128], [255, 0]], dtype=np.uint8)
+    np.testing.assert_array_equal(mask_from_grey(grey), [[0, 1], [2, 0]])
+
+
+def test_mask_conversion_rejects_unknown_levels():
+    with pytest.raises(DataError, match="grey level"):
+        mask_from_grey(np.array([[0, 127]], dtype=np.uint8), "x.png")
+
+
+def test_folder_pairs_match_by_relative_path_without_extension(tmp_path):
+    rgb, mask = _write_pair(tmp_path, "a/001", suffix=".bmp")
+    _write_pair(tmp_path, "b/001")
+    data = load_folder(tmp_path)
+    assert data.names == ["a/001", "b/001"]
+    np.testing.assert_array_equal(data.images[0], rgb)
+    np.testing.assert_array_equal(data.masks[0], mask)
+
+
+def test_notebook_layout_loads_all_300_native_sizes(bloodcells):
+    assert len(bloodcells) == 300
+    sizes = {m.shape for m in bloodcells.masks}
+    assert (120, 120) in sizes and len(sizes) > 1
+    assert all(im.shape[:2] == m.shape for im, m in zip(bloodcells.images, bloodcells.masks))
+    assert set(np.unique(np.concatenate([m.ravel() for m in bloodcells.masks]))) == {0, 1, 2}
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        load_folder(tmp_path)
+
+
+def test_missing_subfolders_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="'images' and 'masks'"):
+        load_folder(tmp_path)
+
+
+def test_images_without_masks_are_named(tmp_path):
+    _write_pair(tmp_path, "001")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "images" / "002.png")
+    with pytest.raises(DataError, match="have no mask.*002"):
+        load_folder(tmp_path)
+
+
+def test_mask_size_mismatch_is_a_clear_error(tmp_path):
+    _write_pair(tmp_path, "001", size=(20, 30), mask_size=(20, 29))
+    with pytest.raises(DataError, match="must match"):
+        load_folder(tmp_path)
+
+
+def test_from_arrays_accepts_single_images_and_stacks():
+    image = np.zeros((10, 12, 3), np.uint8)
+    assert len(from_arrays(image, np.zeros((10, 12), np.uint8))) == 1
+    assert len(from_arrays(np.stack([image] * 3), np.zeros((3, 10, 12), np.uint8))) == 3
+    with pytest.raises(DataError, match="shape"):
+        from_arrays(image, np.zeros((10, 11), np.uint8))
+
+
+def test_check_classes_names_values_out_of_range():
+    data = from_arrays(np.zeros((4, 4, 3), np.uint8), np.full((4, 4), 3, np.uint8))
+    with pytest.raises(DataError, match="value.* 3"):
+        data.check_classes(3)
+
+
+def test_split_is_the_notebooks_random_split_with_seed_909():
+    train, dev = split_indices(300)
+    expected = torch.utils.data.random_split(
+        list(range(300)), [240, 60], generator=torch.Generator().manual_seed(909)
+    )
+    assert dev == list(expected[1].indices)
+    assert len(train) == 240 and len(dev) == 60
+    assert sorted(train + dev) == list(range(300))
+    assert split_indices(300) == (train, dev), "the split is reproducible"
+    assert split_indices(300, seed=1)[1] != dev

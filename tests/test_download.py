@@ -1,0 +1,120 @@
+"""The dataset download through pooch against a loopback HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_bloodcells import cli
+from napari_bloodcells.core import download
+from napari_bloodcells.core.dataset import mask_from_grey
+from napari_bloodcells.errors import DownloadError
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def serve():
+    """Start an HTTP server on 127.0.0.1 for a folder; returns its base URL."""
+    servers = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_registry_lists_every_file_with_sha256():
+    entries = download.registry()
+    assert len(entries) == 603
+    assert entries["Dataset 1/001.bmp"].startswith("sha256:")
+    assert sum(name.endswith(".bmp") for name in entries) == 300
+
+
+def test_fetch_over_http_gives_300_converted_pairs(tmp_path, monkeypatch, serve, shared_data,
+                                                   capsys):
+    monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", serve(shared_data))
+    monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(tmp_path / "cache"))
+    dest = tmp_path / "dest"
+
+    assert cli.main(["fetch", "--dest", str(dest)]) == 0
+
+    images = sorted((dest / "bloodcells_seg" / "images" / "all").glob("*.png"))
+    masks = sorted((dest / "bloodcells_seg" / "masks" / "all").glob("*.png"))
+    assert len(images) == len(masks) == 300
+    for mask_path in masks:
+        upstream = np.asarray(Image.open(shared_data / "Dataset 1" / mask_path.name))
+        np.testing.assert_array_equal(np.asarray(Image.open(mask_path)), mask_from_grey(upstream))
+    first = np.asarray(Image.open(images[0]))
+    np.testing.assert_array_equal(
+        first, np.asarray(Image.open(shared_data / "Dataset 1" / "001.bmp").convert("RGB"))
+    )
+    assert "ready" in capsys.readouterr().out
+
+
+def test_tampered_file_fails_clearly_and_leaves_nothing(tmp_path, monkeypatch, serve,
+                                                        shared_data, capsys):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(shared_data, mirror)
+    with open(mirror / "Dataset 1" / "150.png", "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\x01\x02")
+    monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", serve(mirror))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(cache))
+    dest = tmp_path / "dest"
+
+    assert cli.main(["fetch", "--dest", str(dest)]) == cli.EXIT_USER_ERROR
+
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, "one sentence, no traceback"
+    assert "150.png" in err
+    assert "checksum" in err
+    assert not (dest / "bloodcells_seg").exists()
+    assert not (cache / "segmentation_WBC" / "Dataset 1" / "150.png").exists()
+    assert not list(cache.rglob("*150.png*")), "no partial download is kept"
+
+
+def test_offline_without_override_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
+    # A closed loopback port stands in for "no network": the request fails at once.
+    monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DownloadError, match="NAPARI_BLOODCELLS_DATA_URL") as info:
+        download.fetch_raw()
+    assert "Could not download" in str(info.value)
+
+
+def test_default_source_is_the_pinned_upstream_commit(monkeypatch, tmp_path):
+    monkeypatch.delenv("NAPARI_BLOODCELLS_DATA_URL", raising=False)
+    monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(tmp_path))
+    assert download.data_source() == download.UPSTREAM_URL
+    assert "fa9c01622f52bccb9aeb8a6f2628f564e377767d" in download.UPSTREAM_URL
+    assert download.cache_dir() == tmp_path
+
+
+def test_local_folder_source_is_verified(tmp_path, shared_data):
+    raw = download.fetch_raw(source=str(shared_data), cache=tmp_path)
+    assert len(list((raw / "Dataset 1").glob("*.bmp"))) == 300
+    (raw / "Dataset 1" / "001.bmp").write_bytes(b"not the image")
+    # A damaged cached file is replaced by a verified copy.
+    download.fetch_raw(source=str(shared_data), cache=tmp_path)
+    assert (raw / "Dataset 1" / "001.bmp").read_bytes() == (
+        shared_data / "Dataset 1" / "001.bmp"
+    ).read_bytes()

@@ -1,0 +1,87 @@
+"""The notebook U-Net and the segmentation-models-pytorch builders."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_bloodcells.core.models import (
+    NOTEBOOK_UNET,
+    ModelSpec,
+    NotebookUNet,
+    architectures,
+    build_model,
+)
+from napari_bloodcells.errors import ConfigError, DownloadError
+
+
+def test_notebook_unet_matches_the_notebook_layer_for_layer():
+    model = NotebookUNet()
+    # 1,941,139 is the notebook's printed total for UNet(in_channels=3, num_classes=3).
+    assert sum(p.numel() for p in model.parameters()) == 1_941_139
+    assert [b[0].out_channels for b in model.encoder] == [16, 32, 64, 128]
+    assert model.bottleneck[0].out_channels == 256
+    drops = [b[2].p for b in model.encoder] + [model.bottleneck[2].p]
+    assert drops == [0.1, 0.1, 0.2, 0.2, 0.3]
+    assert all(isinstance(u, torch.nn.ConvTranspose2d) for u in model.up)
+    assert isinstance(model.encoder[0][1], torch.nn.ELU)
+    assert model.head.kernel_size == (1, 1)
+    assert model(torch.zeros(2, 3, 64, 48)).shape == (2, 3, 64, 48)
+
+
+def test_every_smp_architecture_is_offered():
+    names = set(architectures())
+    assert {NOTEBOOK_UNET, "Unet", "UnetPlusPlus", "Linknet", "FPN", "PSPNet", "DeepLabV3",
+            "DeepLabV3Plus", "MAnet", "PAN"} <= names
+
+
+@pytest.mark.parametrize(
+    ("arch", "encoder"),
+    [("Unet", "resnet18"), ("FPN", "mobilenet_v2"), ("Linknet", "vgg11"),
+     ("DeepLabV3Plus", "resnet18"), ("unetplusplus", "efficientnet-b0")],
+)
+def test_smp_models_map_images_to_class_logits(arch, encoder):
+    model = build_model(ModelSpec(arch, encoder, num_classes=3))
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_unknown_names_are_clear_errors():
+    with pytest.raises(ConfigError, match="Unknown architecture"):
+        build_model(ModelSpec("Unetish", "resnet18"))
+    with pytest.raises(ConfigError, match="Unknown encoder"):
+        build_model(ModelSpec("Unet", "resnet19"))
+
+
+def test_encoder_weights_load_from_a_local_file(tmp_path):
+    donor = build_model(ModelSpec("Unet", "resnet18"))
+    path = tmp_path / "resnet18-encoder.pth"
+    torch.save(donor.encoder.state_dict(), path)
+
+    model = build_model(ModelSpec("Unet", "resnet18"), encoder_weights=path)
+
+    for key, value in donor.encoder.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[key], value), key
+
+
+def test_encoder_weights_of_the_wrong_encoder_are_refused(tmp_path):
+    path = tmp_path / "vgg.pth"
+    torch.save(build_model(ModelSpec("Unet", "vgg11")).encoder.state_dict(), path)
+    with pytest.raises(ConfigError, match="do not fit"):
+        build_model(ModelSpec("Unet", "resnet18"), encoder_weights=path)
+
+
+def test_offline_imagenet_weights_are_an_error_not_a_random_init(tmp_path, monkeypatch):
+    # An empty hub cache in offline mode: nothing may be downloaded and nothing is cached.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path), raising=False)
+    with pytest.raises(DownloadError, match="ImageNet weights.*local weights file"):
+        build_model(ModelSpec("Unet", "resnet18"), encoder_weights="imagenet")
+
+
+def test_notebook_unet_has_no_pretrained_encoder():
+    with pytest.raises(ConfigError, match="no pretrained encoder"):
+        build_model(ModelSpec(NOTEBOOK_UNET, ""), encoder_weights="imagenet")
