@@ -16,7 +16,6 @@ import json
 import time
 
 from _common import bloodcell_data
-
 from napari_bloodcells.core.config import preset
 from napari_bloodcells.core.dataset import split_indices
 from napari_bloodcells.core.events import EpochEnded, TrainingFinished
@@ -43,9 +42,12 @@ def main() -> None:
     result = None
     for event in train(config, data):
         if isinstance(event, EpochEnded):
-            print(f"epoch {event.epoch:3d}  {time.perf_counter() - started:6.1f} s  "
-                  f"train {event.train_loss:.4f}  dev {event.dev_loss:.4f}  dice "
-                  + " ".join(f"{d:.3f}" for d in event.dice), flush=True)
+            print(
+                f"epoch {event.epoch:3d}  {time.perf_counter() - started:6.1f} s  "
+                f"train {event.train_loss:.4f}  dev {event.dev_loss:.4f}  dice "
+                + " ".join(f"{d:.3f}" for d in event.dice),
+                flush=True,
+            )
         elif isinstance(event, TrainingFinished):
             result = event.result
     train_seconds = time.perf_counter() - started
@@ -62,15 +64,19 @@ def main() -> None:
         "train_seconds": round(train_seconds, 1),
         "segment_seconds": round(segment_seconds, 2),
         "best_epoch": result.best_epoch,
-        "dice": dict(zip(result.model.classes.names, scores.dice)),
-        "iou": dict(zip(result.model.classes.names, scores.iou)),
+        "dice": dict(zip(result.model.classes.names, scores.dice, strict=False)),
+        "iou": dict(zip(result.model.classes.names, scores.iou, strict=False)),
     }
     print()
-    print(f"| preset | train s | dev images | Dice cytoplasm | Dice nucleus | IoU cytoplasm "
-          f"| IoU nucleus |")
+    print(
+        "| preset | train s | dev images | Dice cytoplasm | Dice nucleus | IoU cytoplasm "
+        "| IoU nucleus |"
+    )
     print("|---|---|---|---|---|---|---|")
-    print(f"| {args.preset} | {train_seconds:.0f} | {len(dev)} | {scores.dice[1]:.3f} | "
-          f"{scores.dice[2]:.3f} | {scores.iou[1]:.3f} | {scores.iou[2]:.3f} |")
+    print(
+        f"| {args.preset} | {train_seconds:.0f} | {len(dev)} | {scores.dice[1]:.3f} | "
+        f"{scores.dice[2]:.3f} | {scores.iou[1]:.3f} | {scores.iou[2]:.3f} |"
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(figures, fh, indent=2)

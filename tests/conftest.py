@@ -66,3 +66,37 @@ def tiny_config():
     from napari_bloodcells.core.config import preset
 
     return preset("seed").with_changes(epochs=1, batch_size=2, size=64, device="cpu")
+
+
+@pytest.fixture
+def cell_stack(bloodcells):
+    """The first eight blood-cell images ``(8, 120, 120, 3)`` and masks ``(8, 120, 120)``, copied."""
+    import numpy as np
+
+    return np.stack(bloodcells.images[:8]), np.stack(bloodcells.masks[:8])
+
+
+@pytest.fixture
+def widget_session():
+    """A fresh widget session (no current model, empty training set) for each GUI test."""
+    from napari_bloodcells._widgets import session
+
+    session.reset()
+    yield session
+    session.reset()
+
+
+@pytest.fixture
+def make_folder():
+    """Write SegmentationData as ``root/images/<name>.png`` and ``root/masks/<name>.png``."""
+    from PIL import Image
+
+    def write(data, root: Path) -> Path:
+        for name, image, mask in zip(data.names, data.images, data.masks, strict=True):
+            for sub, array in (("images", image), ("masks", mask)):
+                path = root / sub / f"{name}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(path)
+        return root
+
+    return write

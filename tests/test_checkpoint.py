@@ -19,8 +19,14 @@ from napari_bloodcells.errors import CheckpointError
 def model():
     torch.manual_seed(0)
     spec = ModelSpec("Unet", "resnet18")
-    return TrainedModel(build_model(spec).eval(), spec, BLOODCELL_CLASSES, Preprocessing(),
-                        config={"epochs": 3}, metrics={"best_epoch": 2})
+    return TrainedModel(
+        build_model(spec).eval(),
+        spec,
+        BLOODCELL_CLASSES,
+        Preprocessing(),
+        config={"epochs": 3},
+        metrics={"best_epoch": 2},
+    )
 
 
 def test_round_trip_keeps_weights_and_metadata(model, tmp_path):
@@ -35,7 +41,8 @@ def test_round_trip_keeps_weights_and_metadata(model, tmp_path):
     assert loaded.spec == model.spec
     assert loaded.preprocessing == model.preprocessing
     assert loaded.classes == model.classes
-    assert loaded.config == {"epochs": 3} and loaded.metrics == {"best_epoch": 2}
+    assert loaded.config == {"epochs": 3}
+    assert loaded.metrics == {"best_epoch": 2}
     image = np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)
     a, _ = segment_image(model, image, precision="fp32")
     b, _ = segment_image(loaded, image, precision="fp32")

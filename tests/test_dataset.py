@@ -49,8 +49,11 @@ def test_folder_pairs_match_by_relative_path_without_extension(tmp_path):
 def test_notebook_layout_loads_all_300_native_sizes(bloodcells):
     assert len(bloodcells) == 300
     sizes = {m.shape for m in bloodcells.masks}
-    assert (120, 120) in sizes and len(sizes) > 1
-    assert all(im.shape[:2] == m.shape for im, m in zip(bloodcells.images, bloodcells.masks))
+    assert (120, 120) in sizes
+    assert len(sizes) > 1
+    assert all(
+        im.shape[:2] == m.shape for im, m in zip(bloodcells.images, bloodcells.masks, strict=False)
+    )
     assert set(np.unique(np.concatenate([m.ravel() for m in bloodcells.masks]))) == {0, 1, 2}
 
 
@@ -69,7 +72,7 @@ def test_missing_subfolders_is_a_clear_error(tmp_path):
 def test_images_without_masks_are_named(tmp_path):
     _write_pair(tmp_path, "001")
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "images" / "002.png")
-    with pytest.raises(DataError, match="have no mask.*002"):
+    with pytest.raises(DataError, match=r"have no mask.*002"):
         load_folder(tmp_path)
 
 
@@ -89,7 +92,7 @@ def test_from_arrays_accepts_single_images_and_stacks():
 
 def test_check_classes_names_values_out_of_range():
     data = from_arrays(np.zeros((4, 4, 3), np.uint8), np.full((4, 4), 3, np.uint8))
-    with pytest.raises(DataError, match="value.* 3"):
+    with pytest.raises(DataError, match=r"value.* 3"):
         data.check_classes(3)
 
 
@@ -99,7 +102,8 @@ def test_split_is_the_notebooks_random_split_with_seed_909():
         list(range(300)), [240, 60], generator=torch.Generator().manual_seed(909)
     )
     assert dev == list(expected[1].indices)
-    assert len(train) == 240 and len(dev) == 60
+    assert len(train) == 240
+    assert len(dev) == 60
     assert sorted(train + dev) == list(range(300))
     assert split_indices(300) == (train, dev), "the split is reproducible"
     assert split_indices(300, seed=1)[1] != dev

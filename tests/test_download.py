@@ -6,7 +6,7 @@ import functools
 import http.server
 import shutil
 import threading
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -16,6 +16,9 @@ from napari_bloodcells import cli
 from napari_bloodcells.core import download
 from napari_bloodcells.core.dataset import mask_from_grey
 from napari_bloodcells.errors import DownloadError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -48,8 +51,9 @@ def test_registry_lists_every_file_with_sha256():
     assert sum(name.endswith(".bmp") for name in entries) == 300
 
 
-def test_fetch_over_http_gives_300_converted_pairs(tmp_path, monkeypatch, serve, shared_data,
-                                                   capsys):
+def test_fetch_over_http_gives_300_converted_pairs(
+    tmp_path, monkeypatch, serve, shared_data, capsys
+):
     monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", serve(shared_data))
     monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(tmp_path / "cache"))
     dest = tmp_path / "dest"
@@ -69,8 +73,9 @@ def test_fetch_over_http_gives_300_converted_pairs(tmp_path, monkeypatch, serve,
     assert "ready" in capsys.readouterr().out
 
 
-def test_tampered_file_fails_clearly_and_leaves_nothing(tmp_path, monkeypatch, serve,
-                                                        shared_data, capsys):
+def test_tampered_file_fails_clearly_and_leaves_nothing(
+    tmp_path, monkeypatch, serve, shared_data, capsys
+):
     mirror = tmp_path / "mirror"
     shutil.copytree(shared_data, mirror)
     with open(mirror / "Dataset 1" / "150.png", "r+b") as fh:

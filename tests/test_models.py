@@ -31,14 +31,29 @@ def test_notebook_unet_matches_the_notebook_layer_for_layer():
 
 def test_every_smp_architecture_is_offered():
     names = set(architectures())
-    assert {NOTEBOOK_UNET, "Unet", "UnetPlusPlus", "Linknet", "FPN", "PSPNet", "DeepLabV3",
-            "DeepLabV3Plus", "MAnet", "PAN"} <= names
+    assert {
+        NOTEBOOK_UNET,
+        "Unet",
+        "UnetPlusPlus",
+        "Linknet",
+        "FPN",
+        "PSPNet",
+        "DeepLabV3",
+        "DeepLabV3Plus",
+        "MAnet",
+        "PAN",
+    } <= names
 
 
 @pytest.mark.parametrize(
     ("arch", "encoder"),
-    [("Unet", "resnet18"), ("FPN", "mobilenet_v2"), ("Linknet", "vgg11"),
-     ("DeepLabV3Plus", "resnet18"), ("unetplusplus", "efficientnet-b0")],
+    [
+        ("Unet", "resnet18"),
+        ("FPN", "mobilenet_v2"),
+        ("Linknet", "vgg11"),
+        ("DeepLabV3Plus", "resnet18"),
+        ("unetplusplus", "efficientnet-b0"),
+    ],
 )
 def test_smp_models_map_images_to_class_logits(arch, encoder):
     model = build_model(ModelSpec(arch, encoder, num_classes=3))
@@ -78,7 +93,7 @@ def test_offline_imagenet_weights_are_an_error_not_a_random_init(tmp_path, monke
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True, raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path), raising=False)
-    with pytest.raises(DownloadError, match="ImageNet weights.*local weights file"):
+    with pytest.raises(DownloadError, match=r"ImageNet weights.*local weights file"):
         build_model(ModelSpec("Unet", "resnet18"), encoder_weights="imagenet")
 
 

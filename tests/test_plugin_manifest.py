@@ -26,8 +26,12 @@ def test_npe2_discovers_the_installed_plugin():
 
 def test_npe2_validate_passes():
     npe2_cli = Path(sys.executable).with_name("npe2")
-    done = subprocess.run([str(npe2_cli), "validate", "napari-bloodcells"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(npe2_cli), "validate", "napari-bloodcells"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "valid" in done.stdout
 

@@ -1,4 +1,4 @@
-"""Command line: ``napari-bloodcells fetch | train | evaluate | segment``.
+"""Command line: ``napari-bloodcells gui | fetch | train | evaluate | segment``.
 
 A thin front end over :mod:`napari_bloodcells.core`: it parses arguments,
 drives the same training generator as the napari widget, and turns
@@ -12,11 +12,14 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from napari_bloodcells import __version__
 from napari_bloodcells.errors import BloodcellsError, DataError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -31,13 +34,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    gui = sub.add_parser("gui", help="open napari with the widgets docked and the sample loaded")
+    gui.add_argument(
+        "--sample", default="bloodcells", choices=["bloodcells", "single_cell", "none"]
+    )
+
     fetch = sub.add_parser("fetch", help="download the blood-cell dataset (Zheng et al. 2018)")
-    fetch.add_argument("--dest", type=Path, help="folder for bloodcells_seg/ (default: ./data "
-                       "in a checkout, else the cache)")
+    fetch.add_argument(
+        "--dest",
+        type=Path,
+        help="folder for bloodcells_seg/ (default: ./data in a checkout, else the cache)",
+    )
 
     train = sub.add_parser("train", help="train a model")
-    train.add_argument("--data", type=Path, help="folder with images/ and masks/ "
-                       "(default: the blood-cell dataset)")
+    train.add_argument(
+        "--data", type=Path, help="folder with images/ and masks/ (default: the blood-cell dataset)"
+    )
     train.add_argument("--preset", default="default", help="default or seed (the notebook)")
     train.add_argument("--arch", help="notebook-unet or an smp architecture (Unet, FPN, ...)")
     train.add_argument("--encoder", help="smp encoder (resnet18, vgg16, efficientnet-b0, ...)")
@@ -63,8 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("model", type=Path)
     segment.add_argument("images", type=Path, nargs="+")
     segment.add_argument("--out", type=Path, required=True, help="output folder")
-    segment.add_argument("--scale", type=float, default=1.0,
-                         help="resize factor before prediction (0.5 halves each side)")
+    segment.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="resize factor before prediction (0.5 halves each side)",
+    )
     segment.add_argument("--tile-size", type=int, default=384)
     segment.add_argument("--overlap", type=int, default=64)
     segment.add_argument("--tile-batch", type=int, default=4)
@@ -76,8 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-bloodcells`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        return {"fetch": _fetch, "train": _train, "evaluate": _evaluate,
-                "segment": _segment}[args.command](args)
+        return {
+            "gui": _gui,
+            "fetch": _fetch,
+            "train": _train,
+            "evaluate": _evaluate,
+            "segment": _segment,
+        }[args.command](args)
     except BloodcellsError as exc:
         if args.debug:
             raise
@@ -86,6 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _gui(args: argparse.Namespace) -> int:
+    from napari_bloodcells._launch import launch
+
+    launch(None if args.sample == "none" else args.sample)
+    return 0
 
 
 def _default_dest() -> Path:
@@ -123,8 +151,12 @@ def _fetch(args: argparse.Namespace) -> int:
 def _load_data(folder: Path | None):
     from napari_bloodcells.core.dataset import bloodcell_folder, load_folder
 
-    return load_folder(folder if folder is not None else
-                       bloodcell_folder(progress=_file_progress("download")))
+    data = load_folder(
+        folder if folder is not None else bloodcell_folder(progress=_file_progress("download"))
+    )
+    for notice in data.notices:
+        print(notice, file=sys.stderr)
+    return data
 
 
 class _StopOnCtrlC:
@@ -166,9 +198,15 @@ def _train(args: argparse.Namespace) -> int:
     from napari_bloodcells.core.train import train
 
     config = preset(args.preset).with_changes(
-        arch=args.arch, encoder=args.encoder, encoder_weights=args.encoder_weights,
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        dev_fraction=args.dev_fraction, seed=args.seed, device=args.device,
+        arch=args.arch,
+        encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        dev_fraction=args.dev_fraction,
+        seed=args.seed,
+        device=args.device,
         precision=args.precision,
     )
     config.validate()
@@ -180,19 +218,29 @@ def _train(args: argparse.Namespace) -> int:
     with _StopOnCtrlC() as stop:
         for event in train(config, data, init=init, should_stop=stop, checkpoint_path=out):
             if isinstance(event, TrainingStarted):
-                print(f"Training on {event.device} ({event.precision}): {event.n_train} train / "
-                      f"{event.n_dev} dev images, {event.epochs} epochs.")
-                bar = tqdm(total=event.epochs * event.batches_per_epoch, unit="batch",
-                           disable=None, leave=False)
+                print(
+                    f"Training on {event.device} ({event.precision}): {event.n_train} train / "
+                    f"{event.n_dev} dev images, {event.epochs} epochs."
+                )
+                bar = tqdm(
+                    total=event.epochs * event.batches_per_epoch,
+                    unit="batch",
+                    disable=None,
+                    leave=False,
+                )
             elif isinstance(event, BatchEnded) and bar is not None:
                 bar.update(1)
                 bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}")
             elif isinstance(event, EpochEnded):
-                scores = " ".join(f"{name} {d:.3f}" for name, d in
-                                  zip(data_class_names(init), event.dice))
-                line = (f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f}  "
-                        f"dev loss {event.dev_loss:.4f}  dev Dice {scores}  "
-                        f"{event.seconds:.1f} s{'  *best' if event.is_best else ''}")
+                scores = " ".join(
+                    f"{name} {d:.3f}"
+                    for name, d in zip(data_class_names(init), event.dice, strict=False)
+                )
+                line = (
+                    f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f}  "
+                    f"dev loss {event.dev_loss:.4f}  dev Dice {scores}  "
+                    f"{event.seconds:.1f} s{'  *best' if event.is_best else ''}"
+                )
                 (bar.write if bar is not None else print)(line)
             elif isinstance(event, Notice):
                 print(event.message, file=sys.stderr)
@@ -202,13 +250,16 @@ def _train(args: argparse.Namespace) -> int:
         bar.close()
     assert result is not None
     history_path = out.with_suffix(".metrics.json")
-    write_history_json(result.history, history_path,
-                       {"best_epoch": result.best_epoch, "reason": result.reason,
-                        "config": result.model.config})
+    write_history_json(
+        result.history,
+        history_path,
+        {"best_epoch": result.best_epoch, "reason": result.reason, "config": result.model.config},
+    )
     curves = None
     if result.history:
-        curves = plot_curves(result.history, result.model.classes.names,
-                             out.with_suffix(".curves.png"))
+        curves = plot_curves(
+            result.history, result.model.classes.names, out.with_suffix(".curves.png")
+        )
     print(result.reason)
     if result.best_epoch:
         print(f"Saved the model of epoch {result.best_epoch} to {out}")
@@ -245,13 +296,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     preds = [segment_image(model, image)[0] for image in subset.images]
     scores = score_labels(preds, subset.masks, model.classes.num_classes)
     if args.json:
-        print(json.dumps({"split": args.split, "images": len(subset),
-                          "dice": dict(zip(model.classes.names, scores.dice)),
-                          "iou": dict(zip(model.classes.names, scores.iou))}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "split": args.split,
+                    "images": len(subset),
+                    "dice": dict(zip(model.classes.names, scores.dice, strict=False)),
+                    "iou": dict(zip(model.classes.names, scores.iou, strict=False)),
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"{args.split} split, {len(subset)} images (pooled pixels)")
     print(f"{'class':<12} {'Dice':>7} {'IoU':>7}")
-    for name, dice, iou in zip(model.classes.names, scores.dice, scores.iou):
+    for name, dice, iou in zip(model.classes.names, scores.dice, scores.iou, strict=False):
         print(f"{name:<12} {dice:7.4f} {iou:7.4f}")
     return 0
 
@@ -272,8 +331,13 @@ def _segment(args: argparse.Namespace) -> int:
         raise DataError(f"No such image file: {', '.join(missing[:3])}; check the paths.")
     args.out.mkdir(parents=True, exist_ok=True)
     for path in args.images:
-        labels, _ = segment_image(model, _read_any(path, read_image), scale=args.scale,
-                                  tiles=tiles, on_notice=lambda m: print(m, file=sys.stderr))
+        labels, _ = segment_image(
+            model,
+            _read_any(path, read_image),
+            scale=args.scale,
+            tiles=tiles,
+            on_notice=lambda m: print(m, file=sys.stderr),
+        )
         target = args.out / f"{path.stem}.png"
         atomic_write(target, lambda tmp, lab=labels: Image.fromarray(lab).save(tmp, format="PNG"))
         print(f"{path} -> {target}")

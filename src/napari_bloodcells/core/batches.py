@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from napari_bloodcells.core.classes import IGNORE_INDEX
-from napari_bloodcells.core.dataset import SegmentationData
 from napari_bloodcells.core.preprocessing import Preprocessing, image_to_tensor
+
+if TYPE_CHECKING:
+    from napari_bloodcells.core.dataset import SegmentationData
 
 
 def pad_to(image: np.ndarray, height: int, width: int, fill: int | None = None) -> np.ndarray:
@@ -51,8 +54,11 @@ def to_tensor_set(data: SegmentationData, prep: Preprocessing) -> TensorSet:
     same-size data (the blood-cell images, dev sets).
     """
     size = prep.size
+    if len(data) == 0:
+        empty = torch.empty(0, 3, size, size, dtype=torch.uint8)
+        return TensorSet(empty, torch.empty(0, size, size, dtype=torch.uint8), [])
     images, masks, valid = [], [], []
-    for image, mask in zip(data.images, data.masks):
+    for image, mask in zip(data.images, data.masks, strict=False):
         if prep.mode == "resize":
             image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
             mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
@@ -79,8 +85,7 @@ class PatchSampler:
         self.size = prep.size
         self.resize = prep.mode == "resize"
         fits = [
-            self.resize or (m.shape[0] <= self.size and m.shape[1] <= self.size)
-            for m in data.masks
+            self.resize or (m.shape[0] <= self.size and m.shape[1] <= self.size) for m in data.masks
         ]
         self.small = to_tensor_set(data.subset([i for i, f in enumerate(fits) if f]), prep)
         self.large = [

@@ -102,21 +102,33 @@ class TrainConfig:
         """Raise :class:`ConfigError` naming the first setting that is out of range."""
         canonical_arch(self.arch)
         checks = [
-            (1 <= self.epochs <= 10_000, f"The number of epochs ({self.epochs}) must be 1 to 10000."),
-            (1 <= self.batch_size <= 1024,
-             f"The batch size ({self.batch_size}) must be 1 to 1024."),
+            (
+                1 <= self.epochs <= 10_000,
+                f"The number of epochs ({self.epochs}) must be 1 to 10000.",
+            ),
+            (
+                1 <= self.batch_size <= 1024,
+                f"The batch size ({self.batch_size}) must be 1 to 1024.",
+            ),
             (0 < self.lr <= 1, f"The learning rate ({self.lr}) must be above 0 and at most 1."),
             (self.weight_decay >= 0, "The weight decay must not be negative."),
-            (0 < self.dev_fraction < 1,
-             f"The dev fraction ({self.dev_fraction}) must be between 0 and 1, e.g. 0.2."),
+            (
+                0 < self.dev_fraction < 1,
+                f"The dev fraction ({self.dev_fraction}) must be between 0 and 1, e.g. 0.2.",
+            ),
             (self.optimizer in {"adam", "adamw"}, "The optimizer must be adam or adamw."),
-            (self.schedule in {"constant", "onecycle"}, "The schedule must be constant or onecycle."),
+            (
+                self.schedule in {"constant", "onecycle"},
+                "The schedule must be constant or onecycle.",
+            ),
             (self.loss in {"ce", "ce+dice"}, "The loss must be ce or ce+dice."),
             (self.mode in {"native", "resize"}, "The mode must be native or resize."),
             (self.normalize in {"imagenet", "unit"}, "Normalisation must be imagenet or unit."),
             (self.precision in {"auto", "fp32", "bf16"}, "Precision must be auto, fp32 or bf16."),
-            (32 <= self.size <= 2048 and self.size % 32 == 0,
-             f"The patch size ({self.size}) must be a multiple of 32 between 32 and 2048."),
+            (
+                32 <= self.size <= 2048 and self.size % 32 == 0,
+                f"The patch size ({self.size}) must be a multiple of 32 between 32 and 2048.",
+            ),
             (0 <= self.num_preview <= 16, "The preview must show 0 to 16 images."),
         ]
         for ok, message in checks:
@@ -129,12 +141,25 @@ class TrainConfig:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # The reference notebook, exactly: its U-Net, 128 px resize, batch 8, Adam 1e-4,
-    # cross-entropy, 20 epochs, no augmentation, intensities in 0..1, float32.
+    # The reference notebook's recipe: its U-Net, 128 px resize, batch 8, Adam 1e-4,
+    # cross-entropy, 20 epochs, no augmentation, intensities in 0..1. Arithmetic is bf16
+    # autocast where the hardware runs it natively (3x faster here, same accuracy; see
+    # docs/benchmarks.md); precision="fp32" gives the notebook's float32 bit for bit.
     "seed": TrainConfig(
-        arch=NOTEBOOK_UNET, encoder="", epochs=20, batch_size=8, lr=1e-4, weight_decay=0.0,
-        optimizer="adam", schedule="constant", loss="ce", augment=False, mode="resize",
-        size=128, normalize="unit", precision="fp32",
+        arch=NOTEBOOK_UNET,
+        encoder="",
+        epochs=20,
+        batch_size=8,
+        lr=1e-4,
+        weight_decay=0.0,
+        optimizer="adam",
+        schedule="constant",
+        loss="ce",
+        augment=False,
+        mode="resize",
+        size=128,
+        normalize="unit",
+        precision="auto",
     ),
     # Measured in benchmarks/accuracy.py: see docs/benchmarks.md.
     "default": TrainConfig(),
@@ -146,4 +171,6 @@ def preset(name: str) -> TrainConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ConfigError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.") from None
+        raise ConfigError(
+            f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}."
+        ) from None

@@ -11,18 +11,19 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from napari_bloodcells.core.classes import IGNORE_INDEX
 from napari_bloodcells.core.download import Progress, cache_dir, fetch_raw
 from napari_bloodcells.errors import DataError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff"})
 UPSTREAM_MASK_VALUES = (0, 128, 255)
@@ -43,11 +44,14 @@ class SegmentationData:
         ``(H, W) uint8`` class indices, same height and width as the image.
     names : list of str
         One name per pair, used in messages and reports.
+    notices : list of str
+        Things the user should know about how the data was read (skipped files).
     """
 
     images: list[np.ndarray]
     masks: list[np.ndarray]
     names: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -69,14 +73,19 @@ class SegmentationData:
             [self.names[i] for i in indices],
         )
 
-    def check_classes(self, num_classes: int) -> None:
-        """Raise :class:`DataError` if a mask holds a value outside ``0..num_classes-1``.
+    def check_foreground(self) -> None:
+        """Raise :class:`DataError` if every mask is background only: nothing to learn from."""
+        if not any(m.any() for m in self.masks):
+            raise DataError(
+                "The labels are all background (0); paint some cytoplasm (1) and nucleus (2) "
+                "before training."
+            )
 
-        Pixels equal to :data:`IGNORE_INDEX` (padding) are allowed.
-        """
-        for name, mask in zip(self.names, self.masks):
+    def check_classes(self, num_classes: int) -> None:
+        """Raise :class:`DataError` if a mask holds a value outside ``0..num_classes-1``."""
+        for name, mask in zip(self.names, self.masks, strict=False):
             values = np.unique(mask)
-            bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
+            bad = values[values >= num_classes]
             if bad.size:
                 shown = ", ".join(str(v) for v in bad[:5])
                 raise DataError(
@@ -167,7 +176,7 @@ def read_mask(path: Path) -> np.ndarray:
     return mask
 
 
-def _image_files(root: Path) -> dict[str, Path]:
+def _image_files(root: Path, notices: list[str]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     skipped: list[str] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -178,9 +187,8 @@ def _image_files(root: Path) -> dict[str, Path]:
             continue
         found[path.relative_to(root).with_suffix("").as_posix()] = path
     if skipped:
-        warnings.warn(
-            f"Skipped {len(skipped)} non-image file(s) in {root}: {', '.join(skipped[:3])}",
-            stacklevel=3,
+        notices.append(
+            f"Skipped {len(skipped)} file(s) in {root} that are not images: {_first(skipped)}."
         )
     return found
 
@@ -218,9 +226,12 @@ def load_folder(root: str | Path) -> SegmentationData:
             f"The folder {root} has no 'images' and 'masks' subfolders; put the images in "
             f"{image_dir} and the masks, with the same file names, in {mask_dir}."
         )
-    images, masks = _image_files(image_dir), _image_files(mask_dir)
+    notices: list[str] = []
+    images, masks = _image_files(image_dir, notices), _image_files(mask_dir, notices)
     if not images:
-        raise DataError(f"The folder {image_dir} holds no images; add image files (PNG, BMP, TIFF).")
+        raise DataError(
+            f"The folder {image_dir} holds no images; add image files (PNG, BMP, TIFF)."
+        )
     unmatched_images = sorted(set(images) - set(masks))
     unmatched_masks = sorted(set(masks) - set(images))
     if unmatched_images:
@@ -234,7 +245,7 @@ def load_folder(root: str | Path) -> SegmentationData:
             f"add the images to {image_dir} or remove those masks."
         )
     keys = sorted(images)
-    data = SegmentationData([], [], [])
+    data = SegmentationData([], [], [], notices)
     for key in keys:
         image, mask = read_image(images[key]), read_mask(masks[key])
         if image.shape[:2] != mask.shape:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,11 +20,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from napari_bloodcells.core.batches import pad_to
-from napari_bloodcells.core.checkpoint import TrainedModel
 from napari_bloodcells.core.device import autocast_dtype
 from napari_bloodcells.core.imaging import to_rgb_uint8
 from napari_bloodcells.core.preprocessing import image_to_tensor
 from napari_bloodcells.errors import ConfigError
+
+if TYPE_CHECKING:
+    from napari_bloodcells.core.checkpoint import TrainedModel
 
 ProgressCallback = Callable[[int, int], None]
 NoticeCallback = Callable[[str], None]
@@ -88,16 +91,23 @@ def _ramp(tile: int, overlap: int) -> torch.Tensor:
 def _is_memory_error(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or (
         isinstance(exc, RuntimeError)
-        and any(s in str(exc).lower() for s in ("out of memory", "can't allocate memory",
-                                                "not enough memory"))
+        and any(
+            s in str(exc).lower()
+            for s in ("out of memory", "can't allocate memory", "not enough memory")
+        )
     )
 
 
 class _Runner:
     """Forward passes with normalisation, autocast and halving on memory errors."""
 
-    def __init__(self, model: TrainedModel, device: torch.device | None, precision: str,
-                 on_notice: NoticeCallback | None) -> None:
+    def __init__(
+        self,
+        model: TrainedModel,
+        device: torch.device | None,
+        precision: str,
+        on_notice: NoticeCallback | None,
+    ) -> None:
         self.model = model
         self.device = device or next(model.network.parameters()).device
         self.dtype = autocast_dtype(precision, self.device)
@@ -108,8 +118,9 @@ class _Runner:
         """Softmax of ``(N, 3, H, W) uint8``; returns the probabilities and the batch size used."""
         while True:
             try:
-                parts = [self._forward(batch[i : i + max_batch])
-                         for i in range(0, len(batch), max_batch)]
+                parts = [
+                    self._forward(batch[i : i + max_batch]) for i in range(0, len(batch), max_batch)
+                ]
                 return torch.cat(parts), max_batch
             except (RuntimeError, torch.OutOfMemoryError) as exc:
                 if not _is_memory_error(exc) or max_batch == 1:
@@ -122,15 +133,20 @@ class _Runner:
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         x = self.model.preprocessing.normalize(batch.to(self.device))
-        autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.dtype)
+            if self.dtype
+            else contextlib.nullcontext()
+        )
         with torch.inference_mode(), autocast:
             logits = self.model.network(x)
         return torch.softmax(logits.float(), dim=1).cpu()
 
 
 def _probability_bands(
-    runner: _Runner, image: np.ndarray, tiles: TileSettings,
+    runner: _Runner,
+    image: np.ndarray,
+    tiles: TileSettings,
     progress: ProgressCallback | None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(row, probabilities)`` bands that together cover the image, top to bottom."""
@@ -164,7 +180,7 @@ def _probability_bands(
             top = y
         crops = torch.stack([image_to_tensor(padded[y : y + t, x : x + t]) for x in xs])
         probs, batch_size = runner.probabilities(crops, batch_size)
-        for x, p in zip(xs, probs):
+        for x, p in zip(xs, probs, strict=False):
             acc[:, :, x : x + t] += p * weight
             wsum[:, :, x : x + t] += weight
         done += len(xs)
@@ -283,5 +299,4 @@ def predict_logits_batch(model: TrainedModel, batch: torch.Tensor) -> torch.Tens
 
 def resize_probabilities(probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bilinearly resize ``(K, h, w)`` probabilities to ``(K, height, width)``."""
-    return F.interpolate(probs[None], size=(height, width), mode="bilinear",
-                         align_corners=False)[0]
+    return F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]

@@ -62,11 +62,9 @@ class Scores:
         return float(sum(fg) / len(fg))
 
 
-def score_labels(
-    preds: list[np.ndarray], targets: list[np.ndarray], num_classes: int
-) -> Scores:
+def score_labels(preds: list[np.ndarray], targets: list[np.ndarray], num_classes: int) -> Scores:
     """Dice and IoU of pooled pixels over pairs of label images."""
     cm = ConfusionMatrix(num_classes)
-    for pred, target in zip(preds, targets):
+    for pred, target in zip(preds, targets, strict=False):
         cm.update(pred, target)
     return cm.scores()

@@ -68,14 +68,14 @@ class NotebookUNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.encoder = nn.ModuleList()
         channels = in_channels
-        for width, drop in zip(widths, drops):
+        for width, drop in zip(widths, drops, strict=False):
             self.encoder.append(ConvBlock(channels, width, drop))
             channels = width
         self.bottleneck = ConvBlock(channels, 256, 0.3)
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         channels = 256
-        for width, drop in zip(reversed(widths), reversed(drops)):
+        for width, drop in zip(reversed(widths), reversed(drops), strict=False):
             self.up.append(nn.ConvTranspose2d(channels, width, kernel_size=2, stride=2))
             self.decoder.append(ConvBlock(2 * width, width, drop))
             channels = width
@@ -94,7 +94,7 @@ class NotebookUNet(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)
-        for up, block, skip in zip(self.up, self.decoder, reversed(skips)):
+        for up, block, skip in zip(self.up, self.decoder, reversed(skips), strict=False):
             x = block(torch.cat([up(x), skip], dim=1))
         return self.head(x)
 
@@ -189,8 +189,11 @@ def build_model(spec: ModelSpec, encoder_weights: str | Path | None = None) -> n
             "encoders, e.g. resnet18, resnet34, vgg16, efficientnet-b0, mobilenet_v2."
         )
     cls = _smp_architectures()[arch]
-    kwargs = {"encoder_name": spec.encoder, "in_channels": spec.in_channels,
-              "classes": spec.num_classes}
+    kwargs = {
+        "encoder_name": spec.encoder,
+        "in_channels": spec.in_channels,
+        "classes": spec.num_classes,
+    }
     if encoder_weights == "imagenet":
         try:
             return cls(encoder_weights="imagenet", **kwargs)

@@ -13,8 +13,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Generator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import segmentation_models_pytorch as smp
 import torch
@@ -24,7 +23,6 @@ from napari_bloodcells.core.augment import augment_batch
 from napari_bloodcells.core.batches import PatchSampler, TensorSet, to_tensor_set
 from napari_bloodcells.core.checkpoint import TrainedModel, save_checkpoint
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES, IGNORE_INDEX, ClassInfo
-from napari_bloodcells.core.config import TrainConfig
 from napari_bloodcells.core.dataset import SegmentationData, split_indices
 from napari_bloodcells.core.device import autocast_dtype, release_memory, resolve_device
 from napari_bloodcells.core.events import (
@@ -42,6 +40,12 @@ from napari_bloodcells.core.metrics import ConfusionMatrix
 from napari_bloodcells.core.models import build_model
 from napari_bloodcells.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+    from pathlib import Path
+
+    from napari_bloodcells.core.config import TrainConfig
+
 _DEV_BATCH = 16
 
 
@@ -49,8 +53,11 @@ class _Objective:
     """Cross-entropy, optionally plus soft Dice, both ignoring padded pixels."""
 
     def __init__(self, kind: str) -> None:
-        self.dice = (smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX)
-                     if kind == "ce+dice" else None)
+        self.dice = (
+            smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX)
+            if kind == "ce+dice"
+            else None
+        )
 
     def __call__(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
@@ -103,7 +110,7 @@ class _DevSet:
         network.eval()
         previews: list[PreviewRow] = []
         if self.tensors is None:
-            for i, (image, mask) in enumerate(zip(self.data.images, self.data.masks)):
+            for i, (image, mask) in enumerate(zip(self.data.images, self.data.masks, strict=False)):
                 pred, _ = segment_image(model, image, device=device)
                 cm.update(pred, mask)
                 if i < self.num_preview:
@@ -128,11 +135,13 @@ class _DevSet:
                     if i >= self.num_preview:
                         break
                     h, w = t.valid[i]
-                    previews.append(PreviewRow(
-                        t.images[i, :, :h, :w].permute(1, 2, 0).numpy().copy(),
-                        t.masks[i, :h, :w].numpy().copy(),
-                        pred[j, :h, :w].to(torch.uint8).cpu().numpy(),
-                    ))
+                    previews.append(
+                        PreviewRow(
+                            t.images[i, :, :h, :w].permute(1, 2, 0).numpy().copy(),
+                            t.masks[i, :h, :w].numpy().copy(),
+                            pred[j, :h, :w].to(torch.uint8).cpu().numpy(),
+                        )
+                    )
         return total / max(count, 1), cm, tuple(previews)
 
 
@@ -173,12 +182,15 @@ def train(
         Also carried by the final :class:`TrainingFinished` event.
     """
     config.validate()
+    if len(data) == 0:
+        raise DataError("There are no training images; add image/mask pairs first.")
     should_stop = should_stop or (lambda: False)
     if init is not None:
         classes = init.classes
         prep = init.preprocessing
         config = config.with_changes(mode=prep.mode, size=prep.size)
     data.check_classes(classes.num_classes)
+    data.check_foreground()
     train_idx, dev_idx = _split(data, config)
     device = resolve_device(config.device)
     dtype = autocast_dtype(config.precision, device)
@@ -210,11 +222,20 @@ def train(
         )
 
     def autocast():
-        return (torch.autocast(device.type, dtype=dtype) if dtype is not None
-                else contextlib.nullcontext())
+        return (
+            torch.autocast(device.type, dtype=dtype)
+            if dtype is not None
+            else contextlib.nullcontext()
+        )
 
-    yield TrainingStarted(str(device), "bf16" if dtype else "fp32", len(train_idx), len(dev_idx),
-                          config.epochs, steps_per_epoch)
+    yield TrainingStarted(
+        str(device),
+        "bf16" if dtype else "fp32",
+        len(train_idx),
+        len(dev_idx),
+        config.epochs,
+        steps_per_epoch,
+    )
 
     best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     best_score, best_epoch = -math.inf, 0
@@ -228,9 +249,14 @@ def train(
         best_score, best_epoch = score, epoch
         best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
         if checkpoint_path is not None:
-            snapshot = TrainedModel(copy.deepcopy(network).cpu(), model.spec, classes,
-                                    model.preprocessing, model.config,
-                                    {"best_epoch": epoch, "history": list(history)})
+            snapshot = TrainedModel(
+                copy.deepcopy(network).cpu(),
+                model.spec,
+                classes,
+                model.preprocessing,
+                model.config,
+                {"best_epoch": epoch, "history": list(history)},
+            )
             save_checkpoint(snapshot, checkpoint_path)
         return True
 
@@ -269,8 +295,10 @@ def train(
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     stopped = diverged = True
-                    reason = (f"The loss became {value} in epoch {epoch}; training stopped and "
-                              f"kept the model of epoch {best_epoch}. Lower the learning rate.")
+                    reason = (
+                        f"The loss became {value} in epoch {epoch}; training stopped and "
+                        f"kept the model of epoch {best_epoch}. Lower the learning rate."
+                    )
                     break
                 optimizer.step()
                 if scheduler is not None and scheduler.last_epoch + 1 < scheduler.total_steps:
@@ -285,9 +313,17 @@ def train(
             dev_loss, cm, preview = dev.evaluate(model, objective, autocast, device)
             scores = cm.scores()
             improved = keep_if_best(scores.mean_foreground_dice(), epoch)
-            event = EpochEnded(epoch, config.epochs, loss_sum / max(seen, 1), dev_loss,
-                               scores.dice, scores.iou, time.perf_counter() - started,
-                               improved, preview)
+            event = EpochEnded(
+                epoch,
+                config.epochs,
+                loss_sum / max(seen, 1),
+                dev_loss,
+                scores.dice,
+                scores.iou,
+                time.perf_counter() - started,
+                improved,
+                preview,
+            )
             history.append(event.to_dict())
             yield event
             if stopped:
@@ -297,8 +333,12 @@ def train(
         network.to(memory_format=torch.contiguous_format).eval()
         release_memory(device)
 
-    model.metrics = {"best_epoch": best_epoch, "best_dev_score": best_score,
-                     "history": history, "reason": reason}
+    model.metrics = {
+        "best_epoch": best_epoch,
+        "best_dev_score": best_score,
+        "history": history,
+        "reason": reason,
+    }
     if checkpoint_path is not None and best_epoch:
         save_checkpoint(model, checkpoint_path)
     result = TrainingResult(model, tuple(history), best_epoch, stopped, reason)

@@ -1,0 +1,37 @@
+"""The sample data open in napari as an RGB image with class labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.layers import Image, Labels
+
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env")]
+
+
+def test_bloodcells_sample_opens_image_stack_and_labels(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-bloodcells", "bloodcells")
+    image, labels = viewer.layers
+    assert isinstance(image, Image)
+    assert image.rgb
+    assert image.data.shape == (300, 120, 120, 3)
+    assert isinstance(labels, Labels)
+    assert labels.data.shape == image.data.shape[:3]
+    assert set(np.unique(labels.data)) <= {0, 1, 2}
+    assert set(np.unique(labels.data)) >= {1, 2}
+    colours = labels.colormap.map(np.array([0, 1, 2]))
+    assert colours[0][3] == 0  # background transparent
+    np.testing.assert_allclose(colours[1], (0, 1, 0, 1))
+    np.testing.assert_allclose(colours[2], (0, 0, 1, 1))
+
+
+def test_single_cell_sample_is_one_rgb_image(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-bloodcells", "single_cell")
+    (image,) = viewer.layers
+    assert isinstance(image, Image)
+    assert image.rgb
+    assert image.data.ndim == 3
+    assert image.data.shape[-1] == 3
+    assert image.data.dtype == np.uint8

@@ -1,0 +1,382 @@
+"""The Train and Segment widgets, docked through the manifest and driven like a user.
+
+Training runs are tiny (the notebook U-Net, a few 120 px images, one or two
+epochs); every wait is on a condition or a signal, never a sleep.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from napari.layers import Image, Labels
+from napari.utils.notifications import ErrorNotification, NotificationSeverity
+
+from napari_bloodcells._widgets import session
+from napari_bloodcells._widgets.data_picker import FROM_LAYERS, FROM_SESSION
+from napari_bloodcells._widgets.options import FROM_CURRENT
+from napari_bloodcells._widgets.segment_widget import MODEL_FILE, SegmentWidget
+from napari_bloodcells._widgets.train_widget import TrainWidget, recovery_path
+from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint
+from napari_bloodcells.core.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.config import preset
+from napari_bloodcells.core.models import NOTEBOOK_UNET, ModelSpec, build_model
+
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env", "widget_session")]
+
+RUN_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def train_widget(viewer) -> TrainWidget:
+    _, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Train")
+    return widget
+
+
+@pytest.fixture
+def segment_widget(viewer) -> SegmentWidget:
+    _, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Segment")
+    return widget
+
+
+@pytest.fixture
+def notes():
+    """Every napari notification shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    shown = []
+    notification_manager.notification_ready.connect(shown.append)
+    yield shown
+    notification_manager.notification_ready.disconnect(shown.append)
+
+
+def errors(notes) -> list[str]:
+    return [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+
+
+def infos(notes) -> list[str]:
+    return [n.message for n in notes if n.severity == NotificationSeverity.INFO]
+
+
+def untrained_model() -> TrainedModel:
+    """A notebook U-Net with fixed random weights: fast to build, valid to apply."""
+    torch.manual_seed(0)
+    spec = ModelSpec(NOTEBOOK_UNET, "", BLOODCELL_CLASSES.num_classes)
+    return TrainedModel(build_model(spec).eval(), spec, BLOODCELL_CLASSES,
+                        preset("seed").preprocessing())
+
+
+def add_training_layers(viewer, images, masks):
+    image = viewer.add_image(images, rgb=True, name="cells")
+    labels = viewer.add_labels(masks, name="cells labels")
+    return image, labels
+
+
+def tiny_run(widget: TrainWidget, *, epochs: int = 1, lr: float | None = None) -> None:
+    """The notebook recipe, shrunk: batches of 2, a quarter of the images for dev."""
+    options = widget.settings
+    options.preset.value = "seed"
+    options.epochs.value = epochs
+    options.batch_size.value = 2
+    options.dev_fraction.value = 0.25
+    options.device.value = "cpu"
+    if lr is not None:
+        options.lr.value = lr
+
+
+def use_layers(widget: TrainWidget, image, labels) -> None:
+    widget.data.source.value = FROM_LAYERS
+    widget.data.image_layer.value = image
+    widget.data.labels_layer.value = labels
+
+
+def run_segment(qtbot, widget: SegmentWidget):
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
+    return widget.last_layer
+
+
+def test_widgets_dock_through_the_manifest(train_widget, segment_widget):
+    assert isinstance(train_widget, TrainWidget)
+    assert isinstance(segment_widget, SegmentWidget)
+    assert train_widget.stop_button.enabled is False
+    assert segment_widget.scale.value == 1.0
+    assert "No model yet" in segment_widget.model_info.value
+
+
+def test_training_updates_progress_plot_preview_and_session(
+    viewer, train_widget, segment_widget, cell_stack, notes, qtbot, tmp_path
+):
+    image, labels = add_training_layers(viewer, *cell_stack)
+    use_layers(train_widget, image, labels)
+    tiny_run(train_widget, epochs=1)
+
+    train_widget.start_button.native.click()
+    assert train_widget.running
+    assert not train_widget.start_button.enabled
+    assert train_widget.stop_button.enabled
+    with qtbot.waitSignal(train_widget.run_finished, timeout=RUN_TIMEOUT_MS):
+        pass
+
+    result = train_widget.result
+    assert errors(notes) == []
+    assert result is not None and result.best_epoch == 1
+    # 8 pairs, 2 for dev, batches of 2: 3 batches in the one epoch.
+    assert train_widget.progress.max == 3
+    assert train_widget.progress.value == 3
+    assert train_widget.progress_label.value.startswith("epoch 1/1, batch 3/3")
+    plot = train_widget.plot
+    assert plot.epochs == [1]
+    assert np.isfinite(plot.train_loss[0]) and np.isfinite(plot.dev_loss[0])
+    assert set(plot.dice) == set(BLOODCELL_CLASSES.names)
+    assert all(len(values) == 1 for values in plot.dice.values())
+    rows = train_widget.preview.rows
+    assert len(rows) == 2  # both dev images (the preview shows up to 3)
+    assert rows[0].image.shape == (128, 128, 3)  # the seed recipe resizes to 128 px
+    assert rows[0].prediction.shape == rows[0].truth.shape == (128, 128)
+    # The model is shared with the Segment widget, and recoverable from disk.
+    assert session.models.model is result.model
+    assert "Current model" in segment_widget.model_info.value
+    assert recovery_path().is_file()
+    assert str(recovery_path()) in train_widget.recovery_label.value
+    assert train_widget.start_button.enabled and not train_widget.stop_button.enabled
+
+    target = tmp_path / "cells-model"
+    train_widget.save_path.value = target
+    train_widget.save_button.native.click()
+    saved = load_checkpoint(target.with_suffix(".pt"))
+    assert saved.spec == result.model.spec
+    assert any("Saved the model" in m for m in infos(notes))
+
+
+def test_stop_ends_between_batches_and_keeps_the_model(
+    viewer, train_widget, cell_stack, notes, qtbot
+):
+    image, labels = add_training_layers(viewer, *cell_stack)
+    use_layers(train_widget, image, labels)
+    tiny_run(train_widget, epochs=50)
+
+    train_widget.start_button.native.click()
+    qtbot.waitUntil(lambda: train_widget.progress.value >= 1, timeout=RUN_TIMEOUT_MS)
+
+    # A second Start, even from another Train widget, is refused while this runs.
+    other = TrainWidget(viewer)
+    viewer.window.add_dock_widget(other, name="second Train")
+    use_layers(other, image, labels)
+    tiny_run(other, epochs=1)
+    other.start_button.native.click()
+    assert not other.running
+    assert any("Another Train widget is training" in m for m in errors(notes))
+
+    train_widget.stop_button.native.click()
+    with qtbot.waitSignal(train_widget.run_finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    result = train_widget.result
+    assert result.stopped_early
+    assert "Stopped by the user" in result.reason
+    assert result.best_epoch == 1
+    assert isinstance(result.model, TrainedModel)
+    assert session.models.model is result.model
+    assert train_widget.progress.value < train_widget.progress.max
+    assert not session.run_lock.busy
+
+
+def test_segment_writes_class_labels_and_replaces_only_unpainted(
+    viewer, segment_widget, notes, qtbot
+):
+    session.models.set(untrained_model(), "test model")
+    viewer.open_sample("napari-bloodcells", "single_cell")
+    image = viewer.layers["blood cell"]
+    segment_widget.image_layer.value = image
+    segment_widget.confidence.value = True
+
+    layer = run_segment(qtbot, segment_widget)
+    assert errors(notes) == []
+    assert isinstance(layer, Labels)
+    assert layer.name == "blood cell segmentation"
+    assert layer.data.shape == image.data.shape[:2]
+    assert layer.data.dtype == np.uint8
+    assert set(np.unique(layer.data)) <= {0, 1, 2}
+    colours = layer.colormap.map(np.array([0, 1, 2]))
+    assert colours[0][3] == 0
+    np.testing.assert_allclose(colours[1:], [(0, 1, 0, 1), (0, 0, 1, 1)])
+    confidence = viewer.layers["blood cell confidence"]
+    assert isinstance(confidence, Image)
+    assert confidence.data.shape == layer.data.shape
+    assert 0.3 <= confidence.data.min() and confidence.data.max() <= 1.0
+    assert segment_widget.progress.value == segment_widget.progress.max
+    assert segment_widget.corrected_layer.value is layer or \
+        segment_widget.corrected_layer.value.name == layer.name
+
+    # Unpainted: a second run replaces the data in place.
+    count = len(viewer.layers)
+    assert run_segment(qtbot, segment_widget).name == "blood cell segmentation"
+    assert len(viewer.layers) == count
+
+    # Painted: a new run goes to a new layer and the painted one is kept as is.
+    layer.data[10:30, 10:30] = 2
+    layer.refresh()
+    painted = layer.data.copy()
+    new = run_segment(qtbot, segment_widget)
+    assert new is not layer and new.name == "blood cell segmentation [1]"
+    assert np.array_equal(viewer.layers["blood cell segmentation"].data, painted)
+
+
+def test_segment_stack_and_grayscale(viewer, segment_widget, cell_stack, notes, qtbot):
+    session.models.set(untrained_model(), "test model")
+    images, _ = cell_stack
+    stack = viewer.add_image(images[:3], rgb=True, name="three cells")
+    segment_widget.image_layer.value = stack
+    layer = run_segment(qtbot, segment_widget)
+    assert layer.name == "three cells segmentation"
+    assert layer.data.shape == (3, 120, 120)
+    assert set(np.unique(layer.data)) <= {0, 1, 2}
+
+    grey = viewer.add_image(images[0].mean(axis=-1).astype(np.uint8), name="grey cell")
+    segment_widget.image_layer.value = grey
+    layer = run_segment(qtbot, segment_widget)
+    assert layer.data.shape == (120, 120)
+    assert any("grayscale" in m for m in infos(notes))
+    assert errors(notes) == []
+
+
+def test_correct_and_retrain_loop(
+    viewer, train_widget, segment_widget, cell_stack, notes, qtbot
+):
+    images, truth = cell_stack
+    session.models.set(untrained_model(), "untrained")
+    image = viewer.add_image(images, rgb=True, name="cells")
+    segment_widget.image_layer.value = image
+    predicted = run_segment(qtbot, segment_widget)
+    before = predicted.data.copy()
+
+    # The user corrects the prediction (here: paints the expert labels in).
+    predicted.data[...] = truth
+    predicted.refresh()
+    painted = predicted.data.copy()
+
+    segment_widget.add_button.native.click()
+    assert len(session.training_set) == len(images)
+    assert np.array_equal(predicted.data, painted)  # adding copies, never modifies
+
+    first_model = session.models.model
+    tiny_run(train_widget, epochs=2, lr=1e-3)
+    train_widget.fine_tune_button.native.click()
+    assert train_widget.settings.continue_from.value == FROM_CURRENT
+    assert train_widget.data.source.value == FROM_SESSION
+    with qtbot.waitSignal(train_widget.run_finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    assert errors(notes) == []
+    assert session.models.model is not first_model
+
+    again = run_segment(qtbot, segment_widget)
+    assert again is not predicted
+    assert again.name == "cells segmentation [1]"
+    assert np.array_equal(predicted.data, painted)  # the correction survived re-segmenting
+    agreement_before = np.mean(before == truth)
+    agreement_after = np.mean(again.data == truth)
+    assert agreement_after > agreement_before + 0.1
+
+
+def test_add_current_slice_only_copies_one_slice(viewer, segment_widget, cell_stack, notes):
+    image, labels = add_training_layers(viewer, *cell_stack)
+    segment_widget.image_layer.value = image
+    segment_widget.corrected_layer.value = labels
+    segment_widget.current_slice_only.value = True
+    viewer.dims.set_current_step(0, 5)
+    kept = labels.data.copy()
+
+    segment_widget.add_button.native.click()
+    assert errors(notes) == []
+    data = session.training_set.data()
+    assert len(data) == 1
+    assert np.array_equal(data.images[0], cell_stack[0][5])
+    assert np.array_equal(data.masks[0], cell_stack[1][5])
+    assert "1 image(s)" in segment_widget.training_set_info.value
+
+    labels.data[5] = 0  # later edits do not reach the training set
+    assert np.array_equal(session.training_set.data().masks[0], kept[5])
+
+
+def assert_plain_error(notes, fragment: str) -> None:
+    """An error notification holding ``fragment``, shown without a traceback."""
+    matching = [n for n in notes if n.severity == NotificationSeverity.ERROR
+                and fragment in n.message]
+    assert matching, f"no error containing {fragment!r} in {errors(notes)}"
+    assert not any(isinstance(n, ErrorNotification) for n in matching)
+    notes.clear()
+
+
+def test_validation_errors_are_plain_notifications(
+    viewer, train_widget, segment_widget, cell_stack, notes
+):
+    images, masks = cell_stack
+    image, labels = add_training_layers(viewer, images, masks)
+
+    segment_widget.image_layer.value = image
+    segment_widget.segment_button.native.click()
+    assert_plain_error(notes, "There is no model yet")
+
+    session.models.set(untrained_model(), "test model")
+    segment_widget.image_layer.value = labels
+    segment_widget.segment_button.native.click()
+    assert_plain_error(notes, "is a Labels layer")
+    assert not segment_widget.running
+
+    short = viewer.add_labels(masks[:7], name="seven labels")
+    use_layers(train_widget, image, short)
+    train_widget.start_button.native.click()
+    assert_plain_error(notes, "must match the image")
+
+    use_layers(train_widget, image, image)
+    train_widget.start_button.native.click()
+    assert_plain_error(notes, "is an RGB image")
+
+    bad = masks.copy()
+    bad[2, :5, :5] = 3
+    too_high = viewer.add_labels(bad, name="bad labels")
+    use_layers(train_widget, image, too_high)
+    train_widget.start_button.native.click()
+    assert_plain_error(notes, "holds the value(s) 3")
+    assert not train_widget.running and not session.run_lock.busy
+
+    segment_widget.image_layer.value = image
+    segment_widget.corrected_layer.value = too_high
+    segment_widget.add_button.native.click()
+    assert_plain_error(notes, "holds the value(s) 3")
+    assert len(session.training_set) == 0
+
+    train_widget.data.source.value = FROM_SESSION
+    train_widget.start_button.native.click()
+    assert_plain_error(notes, "session training set is empty")
+
+
+def test_worker_errors_reach_notifications(viewer, segment_widget, cell_stack, notes, qtbot,
+                                           tmp_path, monkeypatch):
+    image = viewer.add_image(cell_stack[0][:2], rgb=True, name="cells")
+    segment_widget.image_layer.value = image
+
+    # A user error inside the worker (a damaged model file): its sentence, no traceback.
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"not a model")
+    segment_widget.model_source.value = MODEL_FILE
+    segment_widget.model_file.value = damaged
+    assert run_segment(qtbot, segment_widget) is None
+    assert_plain_error(notes, "damaged or not a PyTorch file")
+
+    # A bug inside the worker: shown by napari with its traceback, never swallowed.
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr("napari_bloodcells._widgets.jobs.segment_image", broken)
+    session.models.set(untrained_model(), "test model")
+    segment_widget.model_source.value = "current session model"
+    assert run_segment(qtbot, segment_widget) is None
+    bugs = [n for n in notes if isinstance(n, ErrorNotification)]
+    assert [str(n.exception) for n in bugs] == ["simulated bug"]
+    assert "failed" in segment_widget.status.value
