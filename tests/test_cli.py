@@ -17,25 +17,15 @@ TINY = ["--preset", "seed", "--epochs", "1", "--batch-size", "2", "--device", "c
 
 
 @pytest.fixture
-def small_folder(tmp_path, few_cells):
-    root = tmp_path / "data"
-    for name, image, mask in zip(few_cells.names, few_cells.images, few_cells.masks, strict=False):
-        for sub, array in (("images", image), ("masks", mask)):
-            path = root / sub / f"{name}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(array).save(path)
-    return root
+def small_folder(tmp_path, few_cells, make_folder):
+    return make_folder(few_cells, tmp_path / "data")
 
 
 @pytest.fixture
-def trained(tmp_path_factory, few_cells):
-    """A model trained once through the CLI, shared by the tests of this module."""
+def trained(tmp_path_factory, few_cells, make_folder):
+    """A model trained once through the CLI."""
     root = tmp_path_factory.mktemp("cli")
-    for name, image, mask in zip(few_cells.names, few_cells.images, few_cells.masks, strict=False):
-        for sub, array in (("images", image), ("masks", mask)):
-            path = root / "data" / sub / f"{name}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(array).save(path)
+    make_folder(few_cells, root / "data")
     out = root / "model.pt"
     assert cli.main(["train", "--data", str(root / "data"), *TINY, "--out", str(out)]) == 0
     return out

@@ -93,6 +93,20 @@ def test_memory_error_during_training_halves_the_batch(few_cells, tiny_config, m
     assert events[-1].result.best_epoch == 1
 
 
+def _kill_after(proc: subprocess.Popen, seen, delay: float = 0.0) -> None:
+    """SIGKILL ``proc`` once a line of its output satisfies ``seen`` (and ``delay`` passed)."""
+    try:
+        for line in proc.stdout:
+            if seen(line):
+                break
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 _SAVE_FOREVER = textwrap.dedent(
     """
     import sys, torch
@@ -118,15 +132,9 @@ def test_killing_a_process_mid_save_leaves_a_valid_checkpoint(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-c", _SAVE_FOREVER, str(path)], stdout=subprocess.PIPE, text=True
     )
-    try:
-        assert proc.stdout.readline().strip() == "0"  # one complete save exists
-        # Saving a resnet34 U-Net takes a while: waiting a bit lands inside the next save.
-        time.sleep(0.15)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # After the first complete save, wait a little: a resnet34 U-Net takes a while to
+    # save, so the kill lands inside the next one.
+    _kill_after(proc, lambda line: line.strip() == "0", delay=0.15)
     model = load_checkpoint(path)
     assert model.spec.encoder == "resnet34"
     assert model.metrics["round"] >= 0
@@ -157,15 +165,7 @@ def test_killing_training_mid_epoch_keeps_the_best_model(tmp_path, few_cells, ma
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
-    try:
-        for line in proc.stdout:
-            if line.startswith("epoch 2/"):
-                break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _kill_after(proc, lambda line: line.startswith("epoch 2/"))
     model = load_checkpoint(out)
     assert model.metrics["best_epoch"] in (1, 2)
 

@@ -188,7 +188,9 @@ def train(
     if init is not None:
         classes = init.classes
         prep = init.preprocessing
-        config = config.with_changes(mode=prep.mode, size=prep.size)
+        config = config.with_changes(
+            arch=init.spec.arch, encoder=init.spec.encoder, mode=prep.mode, size=prep.size
+        )
     data.check_classes(classes.num_classes)
     data.check_foreground()
     train_idx, dev_idx = _split(data, config)
