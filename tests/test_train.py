@@ -13,6 +13,7 @@ from napari_bloodcells.core.config import preset
 from napari_bloodcells.core.events import (
     BatchEnded,
     EpochEnded,
+    Notice,
     TrainingFinished,
     TrainingStarted,
 )
@@ -173,3 +174,18 @@ def test_presets_follow_the_notebook_and_the_measured_recipe():
     assert default.loss == "ce+dice"
     with pytest.raises(ConfigError, match="Unknown preset"):
         preset("fastest")
+
+
+def test_a_single_corrected_image_can_be_trained_on(few_cells, tiny_config):
+    one = few_cells.subset([0])
+    events = list(train(tiny_config.with_changes(batch_size=1), one))
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert any("Only one image" in n for n in notices)
+    assert events[-1].result.best_epoch == 1
+
+
+def test_data_notices_reach_the_event_stream(few_cells, tiny_config):
+    noted = few_cells.subset(range(len(few_cells)))
+    noted.notices.append("Skipped 1 file(s) in x that are not images: a.txt.")
+    events = list(train(tiny_config, noted))
+    assert Notice("Skipped 1 file(s) in x that are not images: a.txt.") in events

@@ -103,7 +103,9 @@ def fetch_raw(
     target = (cache or cache_dir()) / RAW_FOLDER
     entries = registry()
     try:
-        target.mkdir(parents=True, exist_ok=True)
+        # Made up front: pooch's own makedirs races when several files download at once.
+        for folder in {(target / name).parent for name in entries}:
+            folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(
             f"Cannot create the data folder {target} ({exc.strerror}); "

@@ -67,8 +67,9 @@ class _Objective:
 
 
 def _split(data: SegmentationData, config: TrainConfig) -> tuple[list[int], list[int]]:
-    if len(data) == 0:
-        raise DataError("There are no training images; add image/mask pairs first.")
+    if len(data) == 1:
+        # One corrected image cannot be split; scoring it on itself still picks the best epoch.
+        return [0], [0]
     train_idx, dev_idx = split_indices(len(data), config.dev_fraction, config.split_seed)
     if not dev_idx:
         raise ConfigError(
@@ -230,6 +231,11 @@ def train(
             else contextlib.nullcontext()
         )
 
+    for message in data.notices:
+        yield Notice(message)
+    if len(data) == 1:
+        yield Notice("Only one image: it is used for both training and scoring, so the dev "
+                     "scores say how well the model fits it, not how well it generalises.")
     yield TrainingStarted(
         str(device),
         "bf16" if dtype else "fp32",
