@@ -70,7 +70,7 @@ def tiny_config():
 
 @pytest.fixture
 def cell_stack(bloodcells):
-    """The first eight blood-cell images ``(8, 120, 120, 3)`` and masks ``(8, 120, 120)``, copied."""
+    """The first eight blood-cell images ``(8, 120, 120, 3)`` and masks ``(8, 120, 120)``."""
     import numpy as np
 
     return np.stack(bloodcells.images[:8]), np.stack(bloodcells.masks[:8])

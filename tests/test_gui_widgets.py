@@ -6,6 +6,10 @@ epochs); every wait is on a condition or a signal, never a sleep.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -13,13 +17,19 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import ErrorNotification, NotificationSeverity
 
 from napari_bloodcells._widgets import session
-from napari_bloodcells._widgets.data_picker import FROM_LAYERS, FROM_SESSION
-from napari_bloodcells._widgets.options import FROM_CURRENT
+from napari_bloodcells._widgets.data_picker import (
+    FROM_FOLDER,
+    FROM_LAYERS,
+    FROM_SAMPLE,
+    FROM_SESSION,
+)
+from napari_bloodcells._widgets.options import FROM_CURRENT, FROM_FILE
 from napari_bloodcells._widgets.segment_widget import MODEL_FILE, SegmentWidget
 from napari_bloodcells._widgets.train_widget import TrainWidget, recovery_path
-from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint
+from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.config import preset
+from napari_bloodcells.core.dataset import DATASET_FOLDER
 from napari_bloodcells.core.models import NOTEBOOK_UNET, ModelSpec, build_model
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env", "widget_session")]
@@ -67,8 +77,9 @@ def untrained_model() -> TrainedModel:
     """A notebook U-Net with fixed random weights: fast to build, valid to apply."""
     torch.manual_seed(0)
     spec = ModelSpec(NOTEBOOK_UNET, "", BLOODCELL_CLASSES.num_classes)
-    return TrainedModel(build_model(spec).eval(), spec, BLOODCELL_CLASSES,
-                        preset("seed").preprocessing())
+    return TrainedModel(
+        build_model(spec).eval(), spec, BLOODCELL_CLASSES, preset("seed").preprocessing()
+    )
 
 
 def add_training_layers(viewer, images, masks):
@@ -107,6 +118,61 @@ def test_widgets_dock_through_the_manifest(train_widget, segment_widget):
     assert train_widget.stop_button.enabled is False
     assert segment_widget.scale.value == 1.0
     assert "No model yet" in segment_widget.model_info.value
+
+
+def test_docking_into_a_running_viewer_does_not_crash():
+    # napari imports the widgets after its OpenGL canvas exists; with Mesa's LLVM
+    # drivers (Xvfb here) torch's lazy import of triton used to crash the process.
+    script = (
+        "import napari\n"
+        "viewer = napari.Viewer(show=True)\n"
+        "viewer.window.add_plugin_dock_widget('napari-bloodcells', 'Train')\n"
+        "viewer.window.add_plugin_dock_widget('napari-bloodcells', 'Segment')\n"
+        "print('docked')\n"
+        "viewer.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=os.environ.copy(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "docked" in done.stdout
+
+
+def test_presets_fill_the_options(train_widget):
+    options = train_widget.settings
+    options.preset.value = "seed"
+    assert options.arch.value == "notebook-unet"
+    assert options.lr.value == pytest.approx(1e-4)
+    assert not options.encoder.enabled
+    options.preset.value = "default"
+    assert options.arch.value == preset("default").arch
+    assert options.encoder.value == preset("default").encoder
+    assert options.encoder.enabled
+    config = options.config()
+    assert config == preset("default").with_changes(device=options.device.value)
+
+
+def test_data_and_model_sources_load_in_the_worker(train_widget, data_env, tmp_path):
+    picker = train_widget.data
+    picker.source.value = FROM_FOLDER
+    picker.folder.value = data_env / DATASET_FOLDER
+    load, _ = picker.loader()
+    assert len(load()) == 300
+    picker.source.value = FROM_SAMPLE
+    load, text = picker.loader()
+    assert "blood-cell" in text
+    assert len(load()) == 300
+
+    path = save_checkpoint(untrained_model(), tmp_path / "start.pt")
+    train_widget.settings.continue_from.value = FROM_FILE
+    train_widget.settings.init_file.value = path
+    load_init, _ = train_widget.settings.init_loader()
+    assert load_init().spec == untrained_model().spec
 
 
 def test_training_updates_progress_plot_preview_and_session(
@@ -186,6 +252,21 @@ def test_stop_ends_between_batches_and_keeps_the_model(
     assert not session.run_lock.busy
 
 
+def test_closing_the_dock_stops_training_and_keeps_the_model(viewer, cell_stack, notes, qtbot):
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Train")
+    image, labels = add_training_layers(viewer, *cell_stack)
+    use_layers(widget, image, labels)
+    tiny_run(widget, epochs=50)
+    widget.start_button.native.click()
+    qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=RUN_TIMEOUT_MS)
+
+    viewer.window.remove_dock_widget(dock)
+    qtbot.waitUntil(lambda: not session.run_lock.busy, timeout=RUN_TIMEOUT_MS)
+    assert errors(notes) == []
+    assert widget.result.stopped_early
+    assert session.models.model is widget.result.model
+
+
 def test_segment_writes_class_labels_and_replaces_only_unpainted(
     viewer, segment_widget, notes, qtbot
 ):
@@ -208,10 +289,12 @@ def test_segment_writes_class_labels_and_replaces_only_unpainted(
     confidence = viewer.layers["blood cell confidence"]
     assert isinstance(confidence, Image)
     assert confidence.data.shape == layer.data.shape
-    assert 0.3 <= confidence.data.min() and confidence.data.max() <= 1.0
+    assert confidence.data.min() >= 0.3 and confidence.data.max() <= 1.0
     assert segment_widget.progress.value == segment_widget.progress.max
-    assert segment_widget.corrected_layer.value is layer or \
-        segment_widget.corrected_layer.value.name == layer.name
+    assert (
+        segment_widget.corrected_layer.value is layer
+        or segment_widget.corrected_layer.value.name == layer.name
+    )
 
     # Unpainted: a second run replaces the data in place.
     count = len(viewer.layers)
@@ -245,9 +328,7 @@ def test_segment_stack_and_grayscale(viewer, segment_widget, cell_stack, notes, 
     assert errors(notes) == []
 
 
-def test_correct_and_retrain_loop(
-    viewer, train_widget, segment_widget, cell_stack, notes, qtbot
-):
+def test_correct_and_retrain_loop(viewer, train_widget, segment_widget, cell_stack, notes, qtbot):
     images, truth = cell_stack
     session.models.set(untrained_model(), "untrained")
     image = viewer.add_image(images, rgb=True, name="cells")
@@ -305,8 +386,9 @@ def test_add_current_slice_only_copies_one_slice(viewer, segment_widget, cell_st
 
 def assert_plain_error(notes, fragment: str) -> None:
     """An error notification holding ``fragment``, shown without a traceback."""
-    matching = [n for n in notes if n.severity == NotificationSeverity.ERROR
-                and fragment in n.message]
+    matching = [
+        n for n in notes if n.severity == NotificationSeverity.ERROR and fragment in n.message
+    ]
     assert matching, f"no error containing {fragment!r} in {errors(notes)}"
     assert not any(isinstance(n, ErrorNotification) for n in matching)
     notes.clear()
@@ -356,8 +438,9 @@ def test_validation_errors_are_plain_notifications(
     assert_plain_error(notes, "session training set is empty")
 
 
-def test_worker_errors_reach_notifications(viewer, segment_widget, cell_stack, notes, qtbot,
-                                           tmp_path, monkeypatch):
+def test_worker_errors_reach_notifications(
+    viewer, segment_widget, cell_stack, notes, qtbot, tmp_path, monkeypatch
+):
     image = viewer.add_image(cell_stack[0][:2], rgb=True, name="cells")
     segment_widget.image_layer.value = image
 
@@ -377,6 +460,8 @@ def test_worker_errors_reach_notifications(viewer, segment_widget, cell_stack, n
     session.models.set(untrained_model(), "test model")
     segment_widget.model_source.value = "current session model"
     assert run_segment(qtbot, segment_widget) is None
+    # superqt would drop a RuntimeError silently; the job re-raises it under another type.
     bugs = [n for n in notes if isinstance(n, ErrorNotification)]
-    assert [str(n.exception) for n in bugs] == ["simulated bug"]
+    assert [n.message for n in bugs] == ["simulated bug"]
+    assert isinstance(bugs[0].exception.__cause__, RuntimeError)
     assert "failed" in segment_widget.status.value

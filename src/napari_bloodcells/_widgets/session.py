@@ -10,7 +10,7 @@ two Train widgets from training at once in one process.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from psygnal import Signal
@@ -18,6 +18,11 @@ from psygnal import Signal
 from napari_bloodcells.core.dataset import SegmentationData
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from psygnal import SignalInstance
+    from qtpy.QtCore import QObject
+
     from napari_bloodcells.core.checkpoint import TrainedModel
 
 
@@ -141,3 +146,13 @@ def reset() -> None:
     training_set.clear()
     with run_lock._lock:
         run_lock._owner = None
+
+
+def subscribe(signal: SignalInstance, slot: Callable[..., Any], owner: QObject) -> None:
+    """Connect ``slot`` to a session signal until the Qt object ``owner`` is destroyed.
+
+    The stores outlive every widget; without this a closed widget would still
+    be called, and touch deleted Qt objects, the next time the session changes.
+    """
+    signal.connect(slot)
+    owner.destroyed.connect(lambda *_: signal.disconnect(slot))

@@ -1,0 +1,148 @@
+"""Longest stall of napari's main thread while the Train widget trains.
+
+Opens a viewer, docks the Train widget through the manifest, trains on the
+first blood-cell images from layers, and meanwhile ticks a QTimer every 10 ms
+on the main thread. A gap between ticks much longer than 10 ms is time the
+GUI could not respond: work done on the main thread (the widget's event
+handlers, the plot and preview redraws) or the worker holding the GIL.
+
+The widget's handler is timed per event type, and each long gap is put down
+to the view update that preceded it (the handler plus the repaint it causes)
+or, when no handler ran just before, to the worker thread holding the GIL.
+
+    xvfb-run -a python benchmarks/gui_stall.py
+    xvfb-run -a python benchmarks/gui_stall.py --preset default --images 40 --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from _common import bloodcell_data, median
+
+TICK_MS = 10
+
+
+def cause(busy: list[tuple[float, float, str]], start: float, end: float) -> str:
+    """The widget handler that ran last before a gap ended, or the worker if none was recent.
+
+    A handler's view updates are painted after it returns, so a gap that
+    follows a handler by less than a tick or two is that update's cost; any
+    other gap is the worker thread holding the GIL.
+    """
+    recent = [name for s, e, name in busy if s < end and e > start - 2 * TICK_MS / 1000]
+    return recent[-1] if recent else "worker (GIL)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="seed")
+    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+
+    import napari
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    from napari_bloodcells._widgets.data_picker import FROM_LAYERS
+
+    data = bloodcell_data()
+    images = np.stack(data.images[: args.images])
+    masks = np.stack(data.masks[: args.images])
+
+    viewer = napari.Viewer(show=True)
+    image = viewer.add_image(images, rgb=True, name="cells")
+    labels = viewer.add_labels(masks, name="cells labels")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Train")
+    widget.data.source.value = FROM_LAYERS
+    widget.data.image_layer.value = image
+    widget.data.labels_layer.value = labels
+    settings = widget.settings
+    settings.preset.value = args.preset
+    settings.epochs.value = args.epochs
+    settings.batch_size.value = args.batch_size
+    settings.device.value = args.device
+
+    # Time the widget's main-thread handler for each kind of event.
+    handler_ms: dict[str, list[float]] = defaultdict(list)
+    handled = widget._on_event
+    busy: list[tuple[float, float, str]] = []
+
+    def timed(event: object) -> None:
+        start = time.perf_counter()
+        handled(event)
+        end = time.perf_counter()
+        handler_ms[type(event).__name__].append((end - start) * 1000)
+        busy.append((start, end, type(event).__name__))
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(TICK_MS)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+
+    # Let the window finish its first paints (vispy set-up, docking) before measuring.
+    settle = QEventLoop()
+    QTimer.singleShot(2000, settle.quit)
+    settle.exec()
+
+    loop = QEventLoop()
+    widget.run_finished.connect(lambda _result: loop.quit())
+    # start() connects the worker's yielded signal to this attribute: time every call.
+    widget._on_event = timed
+    timer.start()
+    started = time.perf_counter()
+    widget.start()
+    loop.exec()
+    seconds = time.perf_counter() - started
+    timer.stop()
+
+    gaps = np.diff(ticks) * 1000
+    worst = [
+        {"gap_ms": round(float(gaps[i]), 1), "after": cause(busy, ticks[i], ticks[i + 1])}
+        for i in np.argsort(-gaps)[:5]
+    ]
+    figures = {
+        "preset": args.preset,
+        "images": args.images,
+        "epochs": args.epochs,
+        "seconds": round(seconds, 1),
+        "ticks": len(ticks),
+        "median_gap_ms": round(float(np.median(gaps)), 1),
+        "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1),
+        "max_gap_ms": round(float(gaps.max()), 1),
+        "worst_gaps": worst,
+        "handler_max_ms": {k: round(max(v), 1) for k, v in handler_ms.items()},
+        "handler_median_ms": {k: round(median(v), 2) for k, v in handler_ms.items()},
+    }
+    result = widget.result
+    print(
+        f"trained {args.images} images x {args.epochs} epochs ({args.preset}) in {seconds:.1f} s;"
+        f" best epoch {result.best_epoch if result else '-'}"
+    )
+    print(
+        f"main-thread tick gaps ({TICK_MS} ms timer, {len(ticks)} ticks): "
+        f"median {figures['median_gap_ms']} ms, p99 {figures['p99_gap_ms']} ms, "
+        f"max {figures['max_gap_ms']} ms"
+    )
+    print("  longest: " + ", ".join(f"{w['gap_ms']} ms after {w['after']}" for w in worst))
+    for name, values in sorted(handler_ms.items()):
+        print(
+            f"  handler {name:18s} n={len(values):4d}  median {median(values):7.2f} ms  "
+            f"max {max(values):7.1f} ms"
+        )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(figures, fh, indent=2)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

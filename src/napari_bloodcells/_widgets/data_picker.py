@@ -1,0 +1,114 @@
+"""Where the training pairs come from: layers, a folder, the sample, or the session set."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import ComboBox, Container, FileEdit
+
+from napari_bloodcells._widgets import session
+from napari_bloodcells._widgets.controls import status_label
+from napari_bloodcells._widgets.jobs import DataLoader, given
+from napari_bloodcells._widgets.layers import layer_choices, training_pairs
+from napari_bloodcells.core.dataset import SegmentationData, bloodcell_folder, load_folder
+from napari_bloodcells.errors import DataError
+
+if TYPE_CHECKING:
+    import napari
+
+FROM_LAYERS = "image and labels layers"
+FROM_FOLDER = "folder (images/, masks/)"
+FROM_SAMPLE = "blood-cell sample dataset"
+FROM_SESSION = "session training set"
+SOURCES = (FROM_LAYERS, FROM_FOLDER, FROM_SAMPLE, FROM_SESSION)
+
+
+def load_sample() -> SegmentationData:
+    """The 300 blood-cell pairs (downloaded on first use)."""
+    return load_folder(bloodcell_folder())
+
+
+class DataPicker(Container):
+    """Choose the training data.
+
+    Attributes
+    ----------
+    source : ComboBox
+        One of :data:`SOURCES`.
+    image_layer, labels_layer : ComboBox
+        An RGB image (or stack) and its class labels, for the layer source.
+    folder : FileEdit
+        A folder with ``images/`` and ``masks/`` subfolders.
+    session_info : Label
+        How many pairs the session training set holds.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.source = ComboBox(label="Training data", choices=list(SOURCES))
+        self.image_layer = ComboBox(
+            label="Image", choices=layer_choices(viewer, "image"), nullable=True
+        )
+        self.labels_layer = ComboBox(
+            label="Labels", choices=layer_choices(viewer, "labels"), nullable=True
+        )
+        self.folder = FileEdit(label="Folder", mode="d", nullable=True)
+        self.session_info = status_label()
+        self.session_info.label = "Session set"
+        super().__init__(
+            widgets=[
+                self.source,
+                self.image_layer,
+                self.labels_layer,
+                self.folder,
+                self.session_info,
+            ],
+            labels=True,
+        )
+        self.source.changed.connect(self._update_visible)
+        session.subscribe(session.training_set.changed, self._show_session_size, self.native)
+        self._show_session_size(len(session.training_set))
+        self._update_visible()
+        self.reset_choices()
+
+    def loader(self) -> tuple[DataLoader, str]:
+        """A loader for the chosen data (run in the worker) and a description of it.
+
+        Layer data are copied here, on the main thread, so the worker never
+        reads a layer.
+
+        Raises
+        ------
+        DataError
+            Nothing usable is chosen, in a plain sentence.
+        """
+        source = self.source.value
+        if source == FROM_LAYERS:
+            data = training_pairs(self.image_layer.value, self.labels_layer.value)
+            data.check_foreground()
+            return partial(given, data), f"{len(data)} image(s) of '{self.image_layer.value.name}'"
+        if source == FROM_FOLDER:
+            folder = self.folder.value
+            if folder is None or not folder.is_dir():
+                raise DataError(
+                    "Choose a training folder that holds 'images' and 'masks' subfolders."
+                )
+            return partial(load_folder, folder), f"the pairs in {folder}"
+        if source == FROM_SAMPLE:
+            return load_sample, "the blood-cell dataset"
+        if not len(session.training_set):
+            raise DataError(
+                "The session training set is empty; segment an image, correct the labels and "
+                "press 'Add to training set' in the Segment widget first."
+            )
+        data = session.training_set.data()
+        return partial(given, data), f"{len(data)} image(s) of the session training set"
+
+    def _update_visible(self, *_: object) -> None:
+        source = self.source.value
+        self.image_layer.visible = self.labels_layer.visible = source == FROM_LAYERS
+        self.folder.visible = source == FROM_FOLDER
+        self.session_info.visible = source == FROM_SESSION
+
+    def _show_session_size(self, size: int) -> None:
+        self.session_info.value = f"{size} image(s)"

@@ -1,0 +1,185 @@
+"""The training options form: preset, model, optimisation and starting point.
+
+It turns its widgets into a validated :class:`TrainConfig` and a loader for
+the starting model; choosing a preset fills the widgets from it.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
+
+from napari_bloodcells._widgets import session
+from napari_bloodcells._widgets.jobs import ModelLoader, no_model
+from napari_bloodcells.core.checkpoint import load_checkpoint
+from napari_bloodcells.core.config import PRESETS, TrainConfig, preset
+from napari_bloodcells.core.models import NOTEBOOK_UNET, architectures, encoders
+from napari_bloodcells.errors import ConfigError
+
+FROM_SCRATCH = "nothing (new model)"
+FROM_CURRENT = "current session model"
+FROM_FILE = "checkpoint file"
+WEIGHTS = ("none", "imagenet")
+_DEFAULT_ENCODER = "resnet18"
+
+
+def device_choices() -> list[str]:
+    """Devices this machine offers, ``auto`` first."""
+    found = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+        found += [
+            f"cuda:{i}" for i in range(torch.cuda.device_count()) if torch.cuda.device_count() > 1
+        ]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+class TrainOptions(Container):
+    """Widgets for every training setting the user chooses.
+
+    Attributes
+    ----------
+    preset : ComboBox
+        ``default`` or ``seed``; choosing one fills the other widgets.
+    arch, encoder, encoder_weights : ComboBox
+        As offered by :func:`~napari_bloodcells.core.models.architectures` and
+        :func:`~napari_bloodcells.core.models.encoders`.
+    epochs, batch_size, seed : SpinBox
+    lr, dev_fraction : FloatSpinBox
+    device : ComboBox
+    continue_from : ComboBox
+        Start from scratch, from the session's current model, or from a file.
+    init_file : FileEdit
+        The checkpoint to continue from.
+    """
+
+    def __init__(self) -> None:
+        self.preset = ComboBox(
+            label="Preset",
+            choices=list(PRESETS),
+            value="default",
+            tooltip="default: the tuned recipe; seed: the reference notebook",
+        )
+        self.arch = ComboBox(label="Architecture", choices=architectures())
+        encoder_names = encoders()
+        self.encoder = ComboBox(
+            label="Encoder",
+            choices=encoder_names,
+            value=_DEFAULT_ENCODER if _DEFAULT_ENCODER in encoder_names else encoder_names[0],
+        )
+        self.encoder_weights = ComboBox(label="Encoder weights", choices=list(WEIGHTS))
+        self.epochs = SpinBox(label="Epochs", min=1, max=10_000)
+        self.lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-5)
+        self.batch_size = SpinBox(label="Batch size", min=1, max=1024)
+        self.dev_fraction = FloatSpinBox(label="Dev fraction", min=0.01, max=0.99, step=0.01)
+        self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1)
+        self.device = ComboBox(label="Device", choices=device_choices())
+        self.continue_from = ComboBox(
+            label="Continue from", choices=[FROM_SCRATCH, FROM_CURRENT, FROM_FILE]
+        )
+        self.init_file = FileEdit(label="Checkpoint", mode="r", filter="*.pt", nullable=True)
+        super().__init__(
+            widgets=[
+                self.preset,
+                self.arch,
+                self.encoder,
+                self.encoder_weights,
+                self.epochs,
+                self.lr,
+                self.batch_size,
+                self.dev_fraction,
+                self.seed,
+                self.device,
+                self.continue_from,
+                self.init_file,
+            ],
+            labels=True,
+        )
+        self.preset.changed.connect(self._on_preset)
+        self.arch.changed.connect(self._update_enabled)
+        self.continue_from.changed.connect(self._update_enabled)
+        self.apply(preset(self.preset.value))
+
+    def apply(self, config: TrainConfig) -> None:
+        """Fill the widgets from ``config``."""
+        self.arch.value = config.arch if config.arch in self.arch.choices else "Unet"
+        if config.encoder in self.encoder.choices:
+            self.encoder.value = config.encoder
+        self.encoder_weights.value = (
+            config.encoder_weights if config.encoder_weights in WEIGHTS else "none"
+        )
+        self.epochs.value = config.epochs
+        self.lr.value = config.lr
+        self.batch_size.value = config.batch_size
+        self.dev_fraction.value = config.dev_fraction
+        self.seed.value = config.seed
+        if config.device in self.device.choices:
+            self.device.value = config.device
+        self._update_enabled()
+
+    def config(self) -> TrainConfig:
+        """The chosen preset with the widgets' values, validated.
+
+        Raises
+        ------
+        ConfigError
+            A value out of range, in a plain sentence.
+        """
+        notebook = self.arch.value == NOTEBOOK_UNET
+        config = preset(self.preset.value).with_changes(
+            arch=self.arch.value,
+            encoder="" if notebook else self.encoder.value,
+            encoder_weights="none" if notebook else self.encoder_weights.value,
+            epochs=int(self.epochs.value),
+            lr=float(self.lr.value),
+            batch_size=int(self.batch_size.value),
+            dev_fraction=float(self.dev_fraction.value),
+            seed=int(self.seed.value),
+            device=self.device.value,
+        )
+        config.validate()
+        return config
+
+    def init_loader(self) -> tuple[ModelLoader, str]:
+        """A loader for the starting model (run in the worker) and a description of it.
+
+        Raises
+        ------
+        ConfigError
+            "Continue from" names a model that is not there.
+        """
+        choice = self.continue_from.value
+        if choice == FROM_SCRATCH:
+            return no_model, "a new model"
+        if choice == FROM_CURRENT:
+            model = session.models.model
+            if model is None:
+                raise ConfigError(
+                    "There is no current model to continue from; train one first, or set "
+                    "'Continue from' to a checkpoint file."
+                )
+            return (lambda: model), "the current session model"
+        path = self.init_file.value
+        if path is None or not path.is_file():
+            raise ConfigError(
+                "Choose the checkpoint file (.pt) to continue from, or set 'Continue from' to "
+                "nothing."
+            )
+        return partial(load_checkpoint, path), f"the model in {path.name}"
+
+    def _on_preset(self, name: str) -> None:
+        self.apply(preset(name))
+
+    def _update_enabled(self, *_: object) -> None:
+        # Fine-tuning keeps the starting model's network, so its architecture
+        # settings would be ignored: grey them out rather than mislead.
+        fresh = self.continue_from.value == FROM_SCRATCH
+        notebook = self.arch.value == NOTEBOOK_UNET
+        self.arch.enabled = fresh
+        self.encoder.enabled = fresh and not notebook
+        self.encoder_weights.enabled = fresh and not notebook
+        self.init_file.visible = self.continue_from.value == FROM_FILE

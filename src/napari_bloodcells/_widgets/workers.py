@@ -1,0 +1,100 @@
+"""Start jobs in napari thread workers and report their outcome as notifications.
+
+Errors follow one rule. A :class:`~napari_bloodcells.errors.BloodcellsError`
+is the user's to fix: it is shown as its plain sentence (``show_error``),
+without a traceback, whether it is raised on the main thread (validation) or
+in a worker (:class:`~.jobs.JobFailed`). Anything else is a bug: it goes to
+napari's notification manager with its traceback, and to the log, so it is
+never swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from napari.utils import notifications
+
+from napari_bloodcells._widgets.jobs import guarded
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from napari.qt.threading import GeneratorWorker
+
+logger = logging.getLogger("napari_bloodcells")
+
+
+def show_error(message: str) -> None:
+    """Show a plain-sentence error notification."""
+    notifications.show_error(message)
+
+
+def show_info(message: str) -> None:
+    """Show an information notification."""
+    notifications.show_info(message)
+
+
+def report_unexpected(exc: BaseException) -> None:
+    """Show an unexpected worker exception with its traceback, and log it.
+
+    napari's workers are meant to relay errors to the notification manager
+    themselves, but in napari 0.9 the relaying mixin is never initialised, so
+    nothing would be shown. The exception is dispatched here unless napari has
+    already done so (its relay, when it works, runs before this handler).
+    """
+    logger.error("napari-bloodcells job failed", exc_info=(type(exc), exc, exc.__traceback__))
+    manager = notifications.notification_manager
+    shown = any(
+        isinstance(n, notifications.ErrorNotification) and n.exception is exc
+        for n in manager.records[-10:]
+    )
+    if not shown:
+        manager.receive_error(type(exc), exc, exc.__traceback__)
+
+
+def _guarded_job(job: Callable[..., Any], *args: Any, **kwargs: Any):
+    return (yield from guarded(job(*args, **kwargs)))
+
+
+def start_job(
+    job: Callable[..., Any],
+    *args: Any,
+    on_yielded: Callable[[object], None],
+    on_finished: Callable[[], None],
+    on_errored: Callable[[BaseException], None] | None = None,
+    **kwargs: Any,
+) -> GeneratorWorker:
+    """Run the generator function ``job(*args, **kwargs)`` in a napari thread worker.
+
+    Parameters
+    ----------
+    job : callable
+        A generator function from :mod:`.jobs`; it must not touch widgets.
+    on_yielded : callable
+        Receives every yielded message, on the main thread.
+    on_finished : callable
+        Called on the main thread when the job ends, however it ends.
+    on_errored : callable, optional
+        Called with an unexpected exception, after it has been shown.
+
+    Returns
+    -------
+    GeneratorWorker
+        Already started.
+    """
+    from napari.qt.threading import create_worker
+
+    errored = [report_unexpected] + ([on_errored] if on_errored is not None else [])
+    # Connecting "errored" ourselves also stops superqt from re-raising the error on
+    # the main thread, which would show it a second time.
+    worker = create_worker(
+        _guarded_job,
+        job,
+        *args,
+        _start_thread=False,
+        _connect={"yielded": on_yielded, "errored": errored, "finished": on_finished},
+        **kwargs,
+    )
+    worker.start()
+    return worker
