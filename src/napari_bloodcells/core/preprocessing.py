@@ -56,4 +56,7 @@ class Preprocessing:
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3) uint8`` array to a ``(3, H, W) uint8`` tensor (no copy where possible)."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:  # arrays read by PIL are read-only; torch warns on sharing
+        image = image.copy()
+    return torch.from_numpy(image).permute(2, 0, 1)
