@@ -30,9 +30,31 @@ def pad_stack(arrays: list[np.ndarray], fill: int = 0) -> np.ndarray:
     return np.stack([pad_to(a, height, width, fill) for a in arrays])
 
 
+def _dataset_with_progress():
+    """The dataset, showing napari's progress bar while files download on first use."""
+    from napari.utils import progress
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress(total=total, desc="Downloading the blood-cell dataset")
+        bar.n = done
+        bar.refresh()
+        if done == total:
+            bar.close()
+
+    try:
+        return load_folder(bloodcell_folder(progress=update))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def load_bloodcells_sample() -> list[LayerDataTuple]:
     """All 300 images as an RGB stack, with their class labels."""
-    data = load_folder(bloodcell_folder())
+    data = _dataset_with_progress()
     images = pad_stack(data.images)
     labels = pad_stack(data.masks)
     meta = {"citation": CITATION, "names": data.names}
@@ -44,7 +66,7 @@ def load_bloodcells_sample() -> list[LayerDataTuple]:
 
 def load_single_cell_sample() -> list[LayerDataTuple]:
     """One blood-cell RGB image, to try Segment on a plain 2D image."""
-    data = load_folder(bloodcell_folder())
+    data = _dataset_with_progress()
     image = data.images[SINGLE_CELL_INDEX]
     meta = {"citation": CITATION, "names": [data.names[SINGLE_CELL_INDEX]]}
     return [(image, {"name": "blood cell", "rgb": True, "metadata": meta}, "image")]
