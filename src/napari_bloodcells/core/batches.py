@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from napari_bloodcells.core.classes import IGNORE_INDEX
-from napari_bloodcells.core.preprocessing import Preprocessing, image_to_tensor
+from napari_bloodcells.core.preprocessing import Preprocessing, array_to_tensor, image_to_tensor
 
 if TYPE_CHECKING:
     from napari_bloodcells.core.dataset import SegmentationData
@@ -69,7 +69,7 @@ def to_tensor_set(data: SegmentationData, prep: Preprocessing) -> TensorSet:
             image, mask = pad_to(image, size, size), pad_to(mask, size, size, IGNORE_INDEX)
             image, mask = image[:size, :size], mask[:size, :size]
         images.append(image_to_tensor(image))
-        masks.append(torch.from_numpy(np.ascontiguousarray(mask)))
+        masks.append(array_to_tensor(mask))
     return TensorSet(torch.stack(images), torch.stack(masks), valid)
 
 
@@ -89,7 +89,7 @@ class PatchSampler:
         ]
         self.small = to_tensor_set(data.subset([i for i, f in enumerate(fits) if f]), prep)
         self.large = [
-            (image_to_tensor(data.images[i]), torch.from_numpy(data.masks[i]))
+            (image_to_tensor(data.images[i]), array_to_tensor(data.masks[i]))
             for i, f in enumerate(fits)
             if not f
         ]

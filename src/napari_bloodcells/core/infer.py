@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from napari_bloodcells.core.batches import pad_to
@@ -289,14 +288,3 @@ def predict_probabilities(
     runner = _Runner(model, device, precision, None)
     bands = _probability_bands(runner, rgb, tiles or TileSettings(), None)
     return torch.cat([p[:, :, : rgb.shape[1]] for _, p in bands], dim=1).numpy()
-
-
-def predict_logits_batch(model: TrainedModel, batch: torch.Tensor) -> torch.Tensor:
-    """Raw logits for a ``(N, 3, H, W) uint8`` batch already at a valid size (no tiling)."""
-    with torch.inference_mode():
-        return model.network(model.preprocessing.normalize(batch))
-
-
-def resize_probabilities(probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinearly resize ``(K, h, w)`` probabilities to ``(K, height, width)``."""
-    return F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]

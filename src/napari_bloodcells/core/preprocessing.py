@@ -54,9 +54,14 @@ class Preprocessing:
         return cls(d["mode"], int(d["size"]), tuple(d["mean"]), tuple(d["std"]))
 
 
+def array_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """Share ``array`` with a tensor, copying only if it is not contiguous or read-only."""
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # arrays read by PIL are read-only; torch warns on sharing
+        array = array.copy()
+    return torch.from_numpy(array)
+
+
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3) uint8`` array to a ``(3, H, W) uint8`` tensor (no copy where possible)."""
-    image = np.ascontiguousarray(image)
-    if not image.flags.writeable:  # arrays read by PIL are read-only; torch warns on sharing
-        image = image.copy()
-    return torch.from_numpy(image).permute(2, 0, 1)
+    return array_to_tensor(image).permute(2, 0, 1)

@@ -234,8 +234,10 @@ def train(
     for message in data.notices:
         yield Notice(message)
     if len(data) == 1:
-        yield Notice("Only one image: it is used for both training and scoring, so the dev "
-                     "scores say how well the model fits it, not how well it generalises.")
+        yield Notice(
+            "Only one image: it is used for both training and scoring, so the dev "
+            "scores say how well the model fits it, not how well it generalises."
+        )
     yield TrainingStarted(
         str(device),
         "bf16" if dtype else "fp32",
