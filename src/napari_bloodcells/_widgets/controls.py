@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container, Label
-from qtpy.QtWidgets import QSizePolicy
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 if TYPE_CHECKING:
     from magicgui.widgets import Widget
@@ -35,3 +36,58 @@ def form(*widgets: Widget) -> Container:
     box = Container(widgets=list(widgets), labels=True)
     box.margins = (0, 0, 0, 0)
     return box
+
+
+class VerticalScrollArea(QScrollArea):
+    """A scroll area that scrolls vertically only and is never narrower than its contents."""
+
+    def __init__(self, inner: QWidget) -> None:
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(inner)
+
+    def _width(self) -> int:
+        # Asked again on every layout pass, so it follows style and content changes.
+        return self.widget().minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(self._width(), super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:
+        return QSize(self._width(), self.widget().sizeHint().height())
+
+
+def scroll_contents(container: Container) -> QScrollArea:
+    """Move everything in ``container`` into a vertical scroll area inside it.
+
+    A dock widget cannot be shorter than its contents, and napari's window
+    cannot be shorter than its docks: the Train widget with its plot and
+    preview is taller than many screens, which pushed the bottom of the
+    window off the screen. Scrolling lets the docks share any height.
+    (magicgui's ``scrollable=True`` does not help: napari docks ``.native``,
+    the widget inside magicgui's scroll area, and leaves the area behind.)
+    Call it once, after the container holds all its widgets.
+
+    Returns
+    -------
+    QScrollArea
+        The scroll area, now the only child of ``container.native``.
+    """
+    outer = container.native.layout()
+    inner = QWidget()
+    layout = QVBoxLayout(inner)
+    layout.setContentsMargins(outer.contentsMargins())
+    layout.setSpacing(outer.spacing())
+    while outer.count():
+        item = outer.takeAt(0)
+        if item.widget() is not None:
+            layout.addWidget(item.widget())
+        else:
+            layout.addItem(item)
+    layout.addStretch(1)
+    scroll = VerticalScrollArea(inner)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return scroll

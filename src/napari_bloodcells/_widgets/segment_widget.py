@@ -25,7 +25,7 @@ from magicgui.widgets import (
 from psygnal import Signal
 
 from napari_bloodcells._widgets import session
-from napari_bloodcells._widgets.controls import button_row, form, status_label
+from napari_bloodcells._widgets.controls import button_row, form, scroll_contents, status_label
 from napari_bloodcells._widgets.jobs import (
     JobFailed,
     SegmentationFinished,
@@ -90,6 +90,8 @@ class SegmentWidget(Container):
         Add only the slice shown in the viewer.
     last_layer : Labels or None
         The layer the last run wrote.
+    scroll_area : QScrollArea
+        Holds all the controls, so the dock can be shorter than its contents.
     run_finished : psygnal.Signal
         Emitted with :attr:`last_layer` (``None`` on failure) when a run ends.
     """
@@ -151,6 +153,7 @@ class SegmentWidget(Container):
             ],
             labels=False,
         )
+        self.scroll_area = scroll_contents(self)
         self.last_layer: Labels | None = None
         self._worker: GeneratorWorker | None = None
         self._target: Image | None = None

@@ -16,7 +16,7 @@ from magicgui.widgets import Container, FileEdit, ProgressBar, PushButton
 from psygnal import Signal
 
 from napari_bloodcells._widgets import session
-from napari_bloodcells._widgets.controls import button_row, status_label
+from napari_bloodcells._widgets.controls import button_row, scroll_contents, status_label
 from napari_bloodcells._widgets.data_picker import FROM_SESSION, DataPicker
 from napari_bloodcells._widgets.jobs import DataReady, JobFailed, training_job
 from napari_bloodcells._widgets.options import FROM_CURRENT, TrainOptions
@@ -79,6 +79,8 @@ class TrainWidget(Container):
         Train/dev loss and per-class dev Dice per epoch.
     preview : PreviewGrid
         Input / ground truth / prediction of fixed dev images, every epoch.
+    scroll_area : QScrollArea
+        Holds all of the above, so the dock can be shorter than its contents.
     save_path : FileEdit
         Where "Save model…" writes; asked for with a dialog when empty.
     result : TrainingResult or None
@@ -125,6 +127,7 @@ class TrainWidget(Container):
         # The plot and preview are plain Qt widgets: put them under the controls.
         self.native.layout().addWidget(self.plot)
         self.native.layout().addWidget(self.preview)
+        self.scroll_area = scroll_contents(self)
         self.result: TrainingResult | None = None
         self._worker: GeneratorWorker | None = None
         self._stop = threading.Event()
