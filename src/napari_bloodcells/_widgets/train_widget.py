@@ -193,6 +193,9 @@ class TrainWidget(Container):
                 on_yielded=self._on_event,
                 on_finished=self._on_finished,
                 on_errored=self._on_errored,
+                # napari quits workers when its window closes: stop between batches
+                # instead, so the run still scores, saves and reports its best model.
+                on_quit=self._stop.set,
             )
         except BaseException:
             self._set_running(False)
@@ -301,6 +304,15 @@ class TrainWidget(Container):
 
     def _finish(self, result: TrainingResult) -> None:
         self.result = result
+        if not result.best_epoch:
+            # Stopped (or diverged) before any epoch was scored: there is no trained
+            # model to offer, so the current one stays.
+            self._summary = f"{result.reason} No epoch finished, so no model was kept."
+            show_info(
+                f"{result.reason} No epoch finished, so no model was kept; the current "
+                "model is unchanged."
+            )
+            return
         best = next((h for h in result.history if h["epoch"] == result.best_epoch), None)
         scores = ""
         if best is not None:

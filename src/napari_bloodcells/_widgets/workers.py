@@ -11,6 +11,7 @@ never swallowed.
 from __future__ import annotations
 
 import logging
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from napari.utils import notifications
@@ -57,12 +58,39 @@ def _guarded_job(job: Callable[..., Any], *args: Any, **kwargs: Any):
     return (yield from guarded(job(*args, **kwargs)))
 
 
+@cache
+def _stopping_worker_class() -> type[GeneratorWorker]:
+    from napari.qt.threading import GeneratorWorker
+
+    class StoppingWorker(GeneratorWorker):
+        """A generator worker whose ``quit()`` asks its job to stop instead of dropping it.
+
+        napari quits every worker it knows of when its window closes, and superqt
+        quits them all when the application exits. A plain ``quit`` abandons the
+        generator at its next yield: a training run would skip its last
+        evaluation and checkpoint, and the widget would never hear how it
+        ended. Here ``quit`` calls :attr:`request_stop` (the job's cooperative
+        stop) and the job ends on its own, between batches, keeping its model.
+        """
+
+        request_stop: Callable[[], None] | None = None
+
+        def quit(self) -> None:
+            if self.request_stop is None:
+                super().quit()
+            else:
+                self.request_stop()
+
+    return StoppingWorker
+
+
 def start_job(
     job: Callable[..., Any],
     *args: Any,
     on_yielded: Callable[[object], None],
     on_finished: Callable[[], None],
     on_errored: Callable[[BaseException], None] | None = None,
+    on_quit: Callable[[], None] | None = None,
     **kwargs: Any,
 ) -> GeneratorWorker:
     """Run the generator function ``job(*args, **kwargs)`` in a napari thread worker.
@@ -77,6 +105,10 @@ def start_job(
         Called on the main thread when the job ends, however it ends.
     on_errored : callable, optional
         Called with an unexpected exception, after it has been shown.
+    on_quit : callable, optional
+        The job's cooperative stop. When given, the worker's ``quit()`` (called by
+        napari when the window closes, or when the application exits) calls it
+        instead of abandoning the generator, so the job still ends normally.
 
     Returns
     -------
@@ -94,7 +126,10 @@ def start_job(
         *args,
         _start_thread=False,
         _connect={"yielded": on_yielded, "errored": errored, "finished": on_finished},
+        _worker_class=_stopping_worker_class() if on_quit is not None else None,
         **kwargs,
     )
+    if on_quit is not None:
+        worker.request_stop = on_quit
     worker.start()
     return worker

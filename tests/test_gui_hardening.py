@@ -1,0 +1,355 @@
+"""Hardening of the napari widgets: closing napari mid-run, concurrent runs, bad input.
+
+Every test docks the real widgets through the manifest and drives them like a
+user; training runs are tiny (the notebook U-Net, a few 120 px images) and every
+wait is on a condition or a signal, bounded. Cases already covered by
+``test_gui_widgets.py`` (labels of a stack with the wrong number of slices,
+labels holding the value 3, grayscale images in Segment) are not repeated here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from napari.utils.notifications import ErrorNotification, NotificationSeverity
+from qtpy.QtCore import QThreadPool
+
+from napari_bloodcells._widgets import session
+from napari_bloodcells._widgets.data_picker import FROM_FOLDER, FROM_LAYERS
+from napari_bloodcells._widgets.train_widget import recovery_path
+from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint
+from napari_bloodcells.core.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.config import preset
+from napari_bloodcells.core.models import NOTEBOOK_UNET, ModelSpec, build_model
+
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env", "widget_session")]
+
+RUN_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def notes():
+    """Every napari notification shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    shown = []
+    notification_manager.notification_ready.connect(shown.append)
+    yield shown
+    notification_manager.notification_ready.disconnect(shown.append)
+
+
+def dock(viewer, name: str):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", name)
+    return widget
+
+
+def errors(notes) -> list[str]:
+    return [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+
+
+def infos(notes) -> list[str]:
+    return [n.message for n in notes if n.severity == NotificationSeverity.INFO]
+
+
+def assert_plain_error(notes, fragment: str) -> str:
+    """One error notification holding ``fragment``: one sentence, no traceback."""
+    matching = [
+        n for n in notes if n.severity == NotificationSeverity.ERROR and fragment in n.message
+    ]
+    assert len(matching) == 1, f"expected one error with {fragment!r}, got {errors(notes)}"
+    note = matching[0]
+    assert not isinstance(note, ErrorNotification), "shown with a traceback"
+    message = note.message
+    assert "\n" not in message and "Traceback" not in message
+    assert message.endswith("."), message
+    # One sentence: no full stop followed by a new capitalised sentence.
+    assert not re.search(r"[.!?]\s+[A-Z]", message), f"more than one sentence: {message}"
+    notes.clear()
+    return message
+
+
+def untrained_model() -> TrainedModel:
+    """A notebook U-Net with fixed random weights: fast to build, valid to apply."""
+    import torch
+
+    torch.manual_seed(0)
+    spec = ModelSpec(NOTEBOOK_UNET, "", BLOODCELL_CLASSES.num_classes)
+    return TrainedModel(
+        build_model(spec).eval(), spec, BLOODCELL_CLASSES, preset("seed").preprocessing()
+    )
+
+
+def tiny_run(widget, *, epochs: int) -> None:
+    """The notebook recipe, shrunk: batches of 2, a quarter of the images for dev."""
+    options = widget.settings
+    options.preset.value = "seed"
+    options.epochs.value = epochs
+    options.batch_size.value = 2
+    options.dev_fraction.value = 0.25
+    options.device.value = "cpu"
+
+
+def use_layers(widget, image, labels) -> None:
+    widget.data.source.value = FROM_LAYERS
+    widget.data.image_layer.value = image
+    widget.data.labels_layer.value = labels
+
+
+def add_cells(viewer, cell_stack, count: int = 8, suffix: str = ""):
+    images, masks = cell_stack
+    image = viewer.add_image(images[:count], rgb=True, name=f"cells{suffix}")
+    labels = viewer.add_labels(masks[:count], name=f"cells labels{suffix}")
+    return image, labels
+
+
+def no_active_workers() -> bool:
+    return QThreadPool.globalInstance().activeThreadCount() == 0
+
+
+def test_closing_napari_while_training_stops_the_worker_and_keeps_the_model(
+    make_napari_viewer, cell_stack, notes, qtbot
+):
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Train")
+    image, labels = add_cells(viewer, cell_stack, count=6)
+    use_layers(widget, image, labels)
+    tiny_run(widget, epochs=100)
+    recovery_path().unlink(missing_ok=True)  # the cache is shared: no file from another test
+
+    widget.start_button.native.click()
+    worker = widget.worker
+    assert worker is not None
+    ended = []
+    worker.finished.connect(lambda: ended.append(True))
+    finished_runs = []
+    widget.run_finished.connect(finished_runs.append)
+    qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=RUN_TIMEOUT_MS)  # a BatchEnded
+    told_at_start = widget.recovery_label.value
+
+    viewer.close()
+
+    # The worker ends on its own (no zombie thread training 100 epochs in the background).
+    qtbot.waitUntil(lambda: bool(ended) and no_active_workers(), timeout=RUN_TIMEOUT_MS)
+    assert not session.run_lock.busy
+    assert errors(notes) == []
+    assert len(finished_runs) == 1
+    result = finished_runs[0]
+    assert result is not None and result.stopped_early
+    assert result.best_epoch == 1  # the partly trained first epoch was scored and kept
+    assert session.models.model is result.model
+
+    # The best model is on disk, and the user was told where.
+    path = recovery_path()
+    saved = load_checkpoint(path)
+    assert saved.spec == result.model.spec
+    assert saved.metrics["best_epoch"] == 1
+    for name, tensor in result.model.network.state_dict().items():
+        assert np.array_equal(saved.network.state_dict()[name].numpy(), tensor.cpu().numpy())
+    assert str(path) in told_at_start
+    assert any(str(path) in message for message in infos(notes)), infos(notes)
+
+
+def test_stopping_before_the_first_batch_keeps_the_current_model(
+    make_napari_viewer, cell_stack, notes, qtbot
+):
+    # Nothing has been trained yet, so there is nothing to keep: the session model
+    # must not be replaced by the untrained network, and no file is claimed.
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Train")
+    use_layers(widget, *add_cells(viewer, cell_stack, count=6))
+    tiny_run(widget, epochs=5)
+    before = untrained_model()
+    session.models.set(before, "an earlier model")
+
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        widget.start_button.native.click()
+        widget.stop_button.native.click()  # before the worker reaches its first batch
+    result = finished.args[0]
+    assert result.stopped_early and result.best_epoch == 0
+    assert session.models.model is before
+    assert errors(notes) == []
+    [message] = [m for m in infos(notes) if "Stopped by the user" in m]
+    assert "no model was kept" in message
+    assert "current model is unchanged" in message
+    assert "A copy is in" not in message
+
+
+def test_a_second_run_is_refused_and_the_first_one_finishes(
+    make_napari_viewer, cell_stack, notes, qtbot
+):
+    first_viewer, second_viewer = make_napari_viewer(), make_napari_viewer()
+    first, second = dock(first_viewer, "Train"), dock(second_viewer, "Train")
+    use_layers(first, *add_cells(first_viewer, cell_stack))
+    use_layers(second, *add_cells(second_viewer, cell_stack))
+    tiny_run(first, epochs=2)
+    tiny_run(second, epochs=1)
+    finished = []
+    first.run_finished.connect(finished.append)
+
+    first.start_button.native.click()
+    qtbot.waitUntil(lambda: first.progress.value >= 1, timeout=RUN_TIMEOUT_MS)
+    assert first.running
+    worker = first.worker
+
+    second.start_button.native.click()
+    assert_plain_error(notes, "Another Train widget is training")
+    assert not second.running
+    assert second.start_button.enabled and not second.stop_button.enabled
+    # The first run is untouched: same worker, still running, not asked to stop.
+    assert first.running and first.worker is worker
+    assert first.stop_button.enabled and not first._stop.is_set()
+
+    qtbot.waitUntil(lambda: bool(finished), timeout=RUN_TIMEOUT_MS)
+    result = finished[0]
+    assert errors(notes) == []
+    assert result is not None and not result.stopped_early
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert first.progress.value == first.progress.max
+    assert session.models.model is result.model
+    assert second.result is None
+    assert not session.run_lock.busy
+
+
+def test_bad_training_layers_are_refused_with_one_sentence(viewer_with_train, notes):
+    viewer, widget = viewer_with_train
+    tiny_run(widget, epochs=1)
+    rng = np.random.default_rng(0)
+    masks = np.zeros((3, 20, 20), np.uint8)
+    masks[:, 5:15, 5:15] = 1
+    masks[:, 8:12, 8:12] = 2
+    rgb = rng.integers(0, 256, (3, 20, 20, 3), dtype=np.uint8)
+
+    cases = [
+        # (image layer kwargs, labels data, fragment of the error)
+        (  # a stack of grayscale float images, not in 0..1
+            {"data": rng.uniform(0, 1000, (3, 20, 20)).astype(np.float32), "rgb": False},
+            masks,
+            "rescale it to 0..1",
+        ),
+        (  # one float RGB image, not in 0..1
+            {"data": rng.uniform(-0.5, 2.0, (20, 20, 3)), "rgb": True},
+            masks[0],
+            "rescale it to 0..1",
+        ),
+        (  # one 16-bit RGB image with values above 255
+            {"data": rgb[0].astype(np.uint16) * 16, "rgb": True},
+            masks[0],
+            "convert it to 8-bit",
+        ),
+        (  # 5D: not a stack of RGB images
+            {"data": rng.integers(0, 256, (2, 3, 20, 20, 3), dtype=np.uint8), "rgb": True},
+            np.zeros((2, 3, 20, 20), np.uint8),
+            "use a 2D image or a stack",
+        ),
+        (  # 4D grayscale
+            {"data": rng.integers(0, 256, (2, 3, 20, 20), dtype=np.uint8), "rgb": False},
+            np.zeros((2, 3, 20, 20), np.uint8),
+            "use a 2D image or a stack",
+        ),
+        (  # one image, labels of another height and width
+            {"data": rgb[0], "rgb": True},
+            np.ones((16, 20), np.uint8),
+            "must match the image pixel for pixel",
+        ),
+        (  # nothing but background
+            {"data": rgb, "rgb": True},
+            np.zeros((3, 20, 20), np.uint8),
+            "all background",
+        ),
+    ]
+    for kwargs, label_data, fragment in cases:
+        image = viewer.add_image(kwargs["data"], rgb=kwargs["rgb"], name="input")
+        labels = viewer.add_labels(label_data, name="input labels")
+        use_layers(widget, image, labels)
+        widget.start_button.native.click()
+        assert len(notes) == 1, [n.message for n in notes]
+        assert_plain_error(notes, fragment)
+        assert not widget.running and not session.run_lock.busy
+        assert widget.start_button.enabled
+        assert widget.progress_label.value == "Not started."
+        viewer.layers.clear()
+
+
+@pytest.fixture
+def viewer_with_train(make_napari_viewer):
+    viewer = make_napari_viewer()
+    return viewer, dock(viewer, "Train")
+
+
+def run_segment(qtbot, widget):
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
+    return widget.last_layer
+
+
+def test_segment_refuses_16_bit_and_out_of_range_float_and_converts_rgba(
+    make_napari_viewer, cell_stack, notes, qtbot
+):
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Segment")
+    session.models.set(untrained_model(), "test model")
+    cell = cell_stack[0][0]
+
+    bad = [
+        (cell.astype(np.uint16) * 257, "convert it to 8-bit"),  # 16-bit, up to 65535
+        (cell.astype(np.float32) / 100.0, "rescale it to 0..1"),  # float, up to 2.55
+    ]
+    for data, fragment in bad:
+        image = viewer.add_image(data, rgb=True, name="odd cell")
+        widget.image_layer.value = image
+        assert run_segment(qtbot, widget) is None
+        assert_plain_error(notes, fragment)
+        assert [layer.name for layer in viewer.layers] == ["odd cell"]  # no result layer
+        assert widget.segment_button.enabled
+        viewer.layers.clear()
+
+    rgba = np.dstack([cell, np.full(cell.shape[:2], 255, np.uint8)])
+    image = viewer.add_image(rgba, rgb=True, name="rgba cell")
+    widget.image_layer.value = image
+    layer = run_segment(qtbot, widget)
+    assert errors(notes) == []
+    assert any("RGBA" in message for message in infos(notes)), infos(notes)
+    assert layer is not None and layer.name == "rgba cell segmentation"
+    assert layer.data.shape == cell.shape[:2]
+    assert set(np.unique(layer.data)) <= {0, 1, 2}
+
+
+def test_a_folder_with_a_stray_file_trains_and_names_the_skipped_file(
+    make_napari_viewer, bloodcells, make_folder, notes, qtbot, tmp_path
+):
+    root = make_folder(bloodcells.subset(range(8)), tmp_path / "cells")
+    stray = next((root / "images").rglob("*.png")).parent / "notes.txt"
+    stray.write_text("not an image")
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Train")
+    widget.data.source.value = FROM_FOLDER
+    widget.data.folder.value = root
+    tiny_run(widget, epochs=1)
+
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        widget.start_button.native.click()
+    result = finished.args[0]
+    assert errors(notes) == []
+    assert result is not None and result.best_epoch == 1
+    skipped = [m for m in infos(notes) if "notes.txt" in m]
+    assert len(skipped) == 1, infos(notes)
+    assert "Skipped 1 file" in skipped[0]
+    assert session.models.model is result.model
+
+
+def test_both_docks_fit_a_laptop_sized_window(make_napari_viewer, qtbot):
+    # The Train widget (options, plot, preview) is taller than many screens; its
+    # contents scroll, so napari's window is not forced taller than the screen.
+    viewer = make_napari_viewer(show=True)
+    train, segment = dock(viewer, "Train"), dock(viewer, "Segment")
+    window = viewer.window._qt_window
+    window.resize(1280, 720)
+    qtbot.waitUntil(lambda: window.height() <= 720, timeout=5000)
+    assert window.minimumSizeHint().height() <= 720
+    for widget, control in ((train, train.start_button), (segment, segment.segment_button)):
+        assert widget.scroll_area.widget().isAncestorOf(control.native)
+    assert train.scroll_area.verticalScrollBar().maximum() > 0  # it scrolls, rather than clip
+    train.scroll_area.ensureWidgetVisible(train.preview)
+    assert train.scroll_area.verticalScrollBar().value() > 0
