@@ -32,21 +32,27 @@ def _case(size: int, tile_batch: int, precision: str) -> dict:
     config = preset("default")
     spec = config.spec(3)
     torch.manual_seed(0)
-    model = TrainedModel(build_model(spec).eval(), spec, BLOODCELL_CLASSES,
-                         config.preprocessing())
+    model = TrainedModel(build_model(spec).eval(), spec, BLOODCELL_CLASSES, config.preprocessing())
     image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
     # Warm up kernels on a small image so the timing is steady-state.
     segment_image(model, image[:512, :512], precision=precision)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    labels, _ = segment_image(model, image, tiles=TileSettings(384, 64, tile_batch),
-                              precision=precision)
+    labels, _ = segment_image(
+        model, image, tiles=TileSettings(384, 64, tile_batch), precision=precision
+    )
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert labels.shape == (size, size)
-    return {"size": size, "tile_batch": tile_batch, "precision": precision,
-            "seconds": seconds, "mp_per_s": size * size / 1e6 / seconds,
-            "peak_mib": peak, "extra_mib": peak - before}
+    return {
+        "size": size,
+        "tile_batch": tile_batch,
+        "precision": precision,
+        "seconds": seconds,
+        "mp_per_s": size * size / 1e6 / seconds,
+        "peak_mib": peak,
+        "extra_mib": peak - before,
+    }
 
 
 def main() -> None:
@@ -64,21 +70,32 @@ def main() -> None:
     for precision in args.precisions.split(","):
         for batch in map(int, args.tile_batches.split(",")):
             for size in map(int, args.sizes.split(",")):
-                out = subprocess.run(
-                    [sys.executable, __file__, "--case", f"{size}:{batch}:{precision}"],
-                    capture_output=True, text=True, check=True,
-                ).stdout.strip().splitlines()[-1]
+                out = (
+                    subprocess.run(
+                        [sys.executable, __file__, "--case", f"{size}:{batch}:{precision}"],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
                 rows.append(json.loads(out))
                 r = rows[-1]
-                print(f"{r['size']}x{r['size']} batch {batch} {precision}: "
-                      f"{r['mp_per_s']:.2f} MP/s, extra {r['extra_mib']:.0f} MiB", flush=True)
+                print(
+                    f"{r['size']}x{r['size']} batch {batch} {precision}: "
+                    f"{r['mp_per_s']:.2f} MP/s, extra {r['extra_mib']:.0f} MiB",
+                    flush=True,
+                )
     print()
     print("| image | tile batch | precision | seconds | MP/s | peak RSS MiB | extra MiB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']}x{r['size']} | {r['tile_batch']} | {r['precision']} | "
-              f"{r['seconds']:.1f} | {r['mp_per_s']:.2f} | {r['peak_mib']:.0f} | "
-              f"{r['extra_mib']:.0f} |")
+        print(
+            f"| {r['size']}x{r['size']} | {r['tile_batch']} | {r['precision']} | "
+            f"{r['seconds']:.1f} | {r['mp_per_s']:.2f} | {r['peak_mib']:.0f} | "
+            f"{r['extra_mib']:.0f} |"
+        )
 
 
 if __name__ == "__main__":
