@@ -1,0 +1,256 @@
+"""Take the screenshots of the README and docs/correct-and-retrain.md.
+
+Opens a real napari window (1400 x 900), docks Train and Segment through the
+plugin manifest, opens the blood-cell sample and walks through the
+correct-and-retrain loop like a user, saving one picture per step into
+docs/images/:
+
+    overview.png                    both widgets, the sample and its segmentation
+    1-sample.png                    the sample opened, widgets docked
+    2-train.png                     a short training run: progress, curves, preview
+    3-segment.png                   the prediction as a Labels layer
+    4-correct.png                   a nucleus painted in with the label brush
+    5-add-to-training-set.png       the corrected slice added to the session set
+    6-fine-tune.png                 fine-tuned, segmented again: a new layer beside the painted one
+
+To keep it quick the sample is cut to its first 24 images and training runs 2
+epochs of the ``seed`` preset on the CPU. Run it under a virtual display large
+enough for the window:
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/screenshots.py
+
+The dataset is read from ../shared when present (as the tests do), else
+downloaded once into the cache.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "images"
+SHARED = HERE.parents[1] / "shared" / "data" / "segmentation_WBC"
+WINDOW = (1400, 900)
+MAX_BYTES = 400_000
+IMAGES = 24
+
+
+def settle(ms: int = 300) -> None:
+    """Let Qt lay out and paint for ``ms`` milliseconds."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def wait_for(signal, start, timeout_s: float = 600.0):
+    """Call ``start()`` and run the event loop until ``signal`` fires; return its argument."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    got: list[object] = []
+
+    def done(value: object) -> None:
+        got.append(value)
+        loop.quit()
+
+    signal.connect(done)
+    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    try:
+        start()
+        if not got:
+            loop.exec()
+    finally:
+        signal.disconnect(done)
+    if not got or got[0] is None:
+        raise SystemExit(f"{start.__qualname__} did not produce a result")
+    return got[0]
+
+
+def dismiss_notifications(viewer) -> None:
+    """Close the notification pop-ups so they do not cover the canvas."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for popup in viewer.window._qt_window.findChildren(NapariQtNotification):
+        popup.close()
+    settle(100)
+
+
+def save(viewer, name: str) -> Path:
+    """Save the whole window as ``docs/images/<name>``, under :data:`MAX_BYTES`."""
+    from PIL import Image
+
+    settle(400)
+    grab = viewer.window._qt_window.grab().toImage()
+    buffer = io.BytesIO()
+    from qtpy.QtCore import QBuffer, QIODevice
+
+    qbuffer = QBuffer()
+    qbuffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    grab.save(qbuffer, "PNG")
+    buffer.write(bytes(qbuffer.data()))
+    buffer.seek(0)
+    picture = Image.open(buffer).convert("RGB")
+    path = OUT / name
+    scale = 1.0
+    while True:
+        size = (round(picture.width * scale), round(picture.height * scale))
+        candidate = picture if scale == 1.0 else picture.resize(size, Image.Resampling.LANCZOS)
+        data = io.BytesIO()
+        # A 256-colour palette keeps the flat widget colours exact and halves the size.
+        candidate.quantize(256, method=Image.Quantize.MEDIANCUT).save(data, "PNG", optimize=True)
+        if data.tell() <= MAX_BYTES or scale < 0.5:
+            break
+        scale *= 0.85
+    path.write_bytes(data.getvalue())
+    print(f"{path.relative_to(HERE.parent)}  {size[0]}x{size[1]}  {data.tell() // 1024} KB")
+    return path
+
+
+def disc(shape: tuple[int, int], center: tuple[float, float], radius: float) -> np.ndarray:
+    """A boolean disc, as a round label brush paints it."""
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2
+
+
+def hover(viewer, point: tuple[float, float]) -> None:
+    """Move the mouse over the canvas pixel showing data ``(row, col)``."""
+    from qtpy.QtCore import QPoint
+    from qtpy.QtTest import QTest
+
+    canvas = viewer.window._qt_viewer.canvas.native
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    center, zoom = camera.center, camera.zoom
+    x = (point[1] - center[-1]) * zoom + canvas.width() / 2
+    y = (point[0] - center[-2]) * zoom + canvas.height() / 2
+    QTest.mouseMove(canvas, QPoint(round(x), round(y)))
+    settle(200)
+
+
+def densest(mask: np.ndarray, radius: int) -> tuple[int, int]:
+    """The pixel whose square neighbourhood of ``radius`` holds the most of ``mask``."""
+    if not mask.any():
+        return mask.shape[0] // 2, mask.shape[1] // 2
+    padded = np.pad(mask.astype(np.int32), radius + 1)
+    total = padded.cumsum(0).cumsum(1)
+    side = 2 * radius + 1
+    counts = (
+        total[side:, side:] - total[:-side, side:] - total[side:, :-side] + total[:-side, :-side]
+    )
+    row, col = np.unravel_index(np.argmax(counts), counts.shape)
+    return int(row), int(col)
+
+
+def main() -> None:
+    if SHARED.is_dir():
+        os.environ.setdefault("NAPARI_BLOODCELLS_DATA_URL", str(SHARED))
+    OUT.mkdir(exist_ok=True)
+
+    import napari
+    from qtpy.QtCore import Qt
+
+    from napari_bloodcells._widgets.data_picker import FROM_LAYERS
+
+    viewer = napari.Viewer(title="napari-bloodcells", show=True)
+    viewer.window._qt_window.resize(*WINDOW)
+    train_dock, train = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Train")
+    segment_dock, segment = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Segment")
+    settle()
+
+    def split(train_height: int) -> None:
+        # Share the right-hand column between the docks, as a user does by dragging
+        # the splitter between them; both scroll.
+        viewer.window._qt_window.resizeDocks(
+            [train_dock, segment_dock],
+            [train_height, WINDOW[1] - train_height],
+            Qt.Orientation.Vertical,
+        )
+        settle()
+
+    split(WINDOW[1] - 360)
+
+    # 1. The sample: an RGB stack and its expert labels, cut to the first images.
+    viewer.open_sample("napari-bloodcells", "bloodcells")
+    image = viewer.layers["blood cells"]
+    truth = viewer.layers["blood cells labels"]
+    image.data = image.data[:IMAGES]
+    truth.data = truth.data[:IMAGES]
+    viewer.dims.set_current_step(0, 0)
+    viewer.reset_view()
+    viewer.layers.selection.active = image
+    train.data.source.value = FROM_LAYERS
+    train.data.image_layer.value = image
+    train.data.labels_layer.value = truth
+    options = train.settings
+    options.preset.value = "seed"
+    options.epochs.value = 2
+    options.batch_size.value = 4
+    options.lr.value = 1e-3
+    options.device.value = "cpu"
+    segment.image_layer.value = image
+    dismiss_notifications(viewer)
+    save(viewer, "1-sample.png")
+
+    # 2. Train briefly: progress, loss and Dice curves, preview of dev predictions.
+    wait_for(train.run_finished, train.start)
+    dismiss_notifications(viewer)
+    split(WINDOW[1] - 90)
+    train.scroll_area.ensureWidgetVisible(train.preview, 0, 0)
+    save(viewer, "2-train.png")
+    split(WINDOW[1] - 360)
+    train.scroll_area.verticalScrollBar().setValue(0)
+
+    # 3. Segment the stack with the model just trained; hide the expert labels.
+    truth.visible = False
+    predicted = wait_for(segment.run_finished, segment.segment)
+    viewer.layers.selection.active = predicted
+    dismiss_notifications(viewer)
+    save(viewer, "3-segment.png")
+    train.scroll_area.ensureWidgetVisible(train.plot, 0, 60)
+    save(viewer, "overview.png")
+    train.scroll_area.verticalScrollBar().setValue(0)
+
+    # 4. Correct: on the slice where most nucleus was missed, paint a disc of
+    #    nucleus (class 2) with the label brush where the miss is densest.
+    missed = (truth.data == 2) & (predicted.data != 2)
+    index = int(np.argmax(missed.sum(axis=(1, 2))))
+    viewer.dims.set_current_step(0, index)
+    center = densest(missed[index], radius=10)
+    predicted.mode = "paint"
+    predicted.brush_size = 20
+    predicted.selected_label = 2
+    predicted.data[index][disc(predicted.data.shape[1:], center, 10)] = 2
+    predicted.refresh()
+    hover(viewer, center)  # napari draws the brush outline where the mouse is
+    bottom = segment.scroll_area.verticalScrollBar()
+    bottom.setValue(bottom.maximum())  # the "Correct and retrain" controls
+    save(viewer, "4-correct.png")
+
+    # 5. Add the corrected slice to the session training set.
+    segment.corrected_layer.value = predicted
+    segment.current_slice_only.value = True
+    segment.add_to_training_set()
+    save(viewer, "5-add-to-training-set.png")
+
+    # 6. Fine-tune the current model on the session set, then segment again:
+    #    the painted layer is kept and the new prediction gets a layer of its own.
+    predicted.mode = "pan_zoom"
+    wait_for(train.run_finished, train.fine_tune)
+    again = wait_for(segment.run_finished, segment.segment)
+    predicted.visible = False  # kept as painted; hidden to show the new prediction
+    viewer.layers.selection.active = again
+    train.scroll_area.ensureWidgetVisible(train.plot, 0, 60)
+    dismiss_notifications(viewer)
+    save(viewer, "6-fine-tune.png")
+
+    viewer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
