@@ -11,6 +11,7 @@ from napari_bloodcells.core.dataset import (
     from_arrays,
     load_folder,
     mask_from_grey,
+    read_image,
     split_indices,
 )
 from napari_bloodcells.errors import DataError
@@ -44,6 +45,32 @@ def test_folder_pairs_match_by_relative_path_without_extension(tmp_path):
     assert data.names == ["a/001", "b/001"]
     np.testing.assert_array_equal(data.images[0], rgb)
     np.testing.assert_array_equal(data.masks[0], mask)
+
+
+def test_image_files_of_any_common_mode_read_as_rgb(tmp_path):
+    grey = np.arange(200, dtype=np.uint8).reshape(10, 20)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(grey).convert("P").save(tmp_path / "palette.png")
+    Image.fromarray(grey.astype(np.uint16)).save(tmp_path / "grey16.png")  # 16-bit, 8-bit values
+    Image.fromarray((grey / 255.0).astype(np.float32)).save(tmp_path / "unit.tif")
+    for name in ("grey.png", "palette.png", "grey16.png", "unit.tif"):
+        rgb = read_image(tmp_path / name)
+        assert rgb.shape == (10, 20, 3) and rgb.dtype == np.uint8, name
+        np.testing.assert_array_equal(rgb[..., 1], grey, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("name", "pixels", "fix"),
+    [
+        ("deep.png", (np.arange(200).reshape(10, 20) * 300).astype(np.uint16), "8-bit"),
+        ("bright.tif", np.full((10, 20), 3.5, np.float32), "rescale it to 0..1"),
+    ],
+)
+def test_image_files_beyond_8_bits_are_refused_not_clipped(tmp_path, name, pixels, fix):
+    Image.fromarray(pixels).save(tmp_path / name)
+    with pytest.raises(DataError, match=fix) as info:
+        read_image(tmp_path / name)
+    assert name in str(info.value)
 
 
 def test_notebook_layout_loads_all_300_native_sizes(bloodcells):

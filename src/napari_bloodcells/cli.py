@@ -333,7 +333,7 @@ def _segment(args: argparse.Namespace) -> int:
     for path in args.images:
         labels, _ = segment_image(
             model,
-            _read_any(path, read_image),
+            read_image(path),
             scale=args.scale,
             tiles=tiles,
             on_notice=lambda m: print(m, file=sys.stderr),
@@ -342,20 +342,6 @@ def _segment(args: argparse.Namespace) -> int:
         atomic_write(target, lambda tmp, lab=labels: Image.fromarray(lab).save(tmp, format="PNG"))
         print(f"{path} -> {target}")
     return 0
-
-
-def _read_any(path: Path, read_rgb):
-    """Read grayscale, RGB or RGBA files; :func:`segment_image` converts them."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if im.mode in {"L", "RGB", "RGBA"}:
-                return np.asarray(im)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"Cannot read the image {path}; is it an image file?") from exc
-    return read_rgb(path)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -132,21 +132,36 @@ def mask_from_grey(grey: np.ndarray, name: str = "mask") -> np.ndarray:
     return classes
 
 
+_HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+"""PIL modes of 16-bit, 32-bit and float images, which ``convert("RGB")`` would clip."""
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as ``(H, W, 3) uint8`` RGB.
+
+    Grayscale, palette and RGBA files are converted. 16-bit and float files
+    are accepted only when their values fit 8 bits (or 0..1), as
+    :func:`~napari_bloodcells.core.imaging.to_rgb_uint8` requires; they are
+    never clipped.
 
     Raises
     ------
     DataError
-        If the file is not a readable image.
+        If the file is not a readable image, or its values do not fit 8 bits.
     """
+    from napari_bloodcells.core.imaging import to_rgb_uint8
+
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            if im.mode in _HIGH_DEPTH_MODES or im.mode in {"L", "RGB", "RGBA"}:
+                pixels = np.asarray(im)
+            else:
+                pixels = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(
             f"Cannot read the image {path} ({exc}); replace or remove the damaged file."
         ) from exc
+    return to_rgb_uint8(pixels, str(path))
 
 
 def read_mask(path: Path) -> np.ndarray:

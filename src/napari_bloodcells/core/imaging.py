@@ -20,11 +20,20 @@ def describe_conversion(image: np.ndarray) -> str | None:
     return None
 
 
-def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+def to_rgb_uint8(image: np.ndarray, name: str | None = None) -> np.ndarray:
     """Convert one 2D image to ``(H, W, 3) uint8``.
 
     Accepts grayscale ``(H, W)``, RGB ``(H, W, 3)`` or RGBA ``(H, W, 4)``, as
-    ``uint8``, as floats in 0..1, or as integers within 0..255.
+    ``uint8``, as floats in 0..1, or as integers within 0..255. Values outside
+    those ranges are refused rather than clipped, so a 16-bit image is never
+    silently turned into a saturated one.
+
+    Parameters
+    ----------
+    image : ndarray
+        The pixels.
+    name : str, optional
+        Names the image (e.g. its file) in error messages.
 
     Raises
     ------
@@ -32,13 +41,14 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
         If the shape or the value range cannot be read as an 8-bit colour image.
     """
     image = np.asarray(image)
+    what = f"image {name}" if name else "image"
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     elif image.ndim == 3 and image.shape[-1] == 4:
         image = image[..., :3]
     if image.ndim != 3 or image.shape[-1] != 3:
         raise DataError(
-            f"The image has shape {image.shape}; expected a 2D image, grayscale (H, W), "
+            f"The {what} has shape {image.shape}; expected a 2D image, grayscale (H, W), "
             "RGB (H, W, 3) or RGBA (H, W, 4)."
         )
     if image.dtype == np.uint8:
@@ -49,7 +59,7 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
         lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
         if lo < 0.0 or hi > 1.0:
             raise DataError(
-                f"The float image has values from {lo:.3g} to {hi:.3g}; rescale it to 0..1 "
+                f"The float {what} has values from {lo:.3g} to {hi:.3g}; rescale it to 0..1 "
                 "(or convert it to 8-bit) before segmenting."
             )
         return np.round(np.nan_to_num(image) * 255).astype(np.uint8)
@@ -57,8 +67,10 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
         lo, hi = int(image.min()), int(image.max())
         if lo < 0 or hi > 255:
             raise DataError(
-                f"The {image.dtype} image has values from {lo} to {hi}; convert it to 8-bit "
+                f"The {image.dtype} {what} has values from {lo} to {hi}; convert it to 8-bit "
                 "(0..255) first, e.g. with Image > Type > 8-bit in Fiji."
             )
         return image.astype(np.uint8)
-    raise DataError(f"Images of type {image.dtype} are not supported; use 8-bit RGB.")
+    raise DataError(
+        f"The {what} holds {image.dtype} values, which are not supported; use 8-bit RGB."
+    )
