@@ -52,11 +52,13 @@ def main() -> None:
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
+    from napari_bloodcells._sample_data import pad_stack
     from napari_bloodcells._widgets.data_picker import FROM_LAYERS
 
     data = bloodcell_data()
-    images = np.stack(data.images[: args.images])
-    masks = np.stack(data.masks[: args.images])
+    # Some images are smaller than 120 px: pad them into one stack, as the sample does.
+    images = pad_stack(data.images[: args.images])
+    masks = pad_stack(data.masks[: args.images])
 
     viewer = napari.Viewer(show=True)
     image = viewer.add_image(images, rgb=True, name="cells")
