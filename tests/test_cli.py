@@ -97,13 +97,16 @@ def test_segment_writes_labels_of_each_inputs_size(trained, tmp_path, few_cells)
         (["train", "--data", "{empty}", "--out", "m.pt"], "holds no images"),
         (["train", "--data", "{empty}", "--lr", "-1", "--out", "m.pt"], "learning rate"),
         (["train", "--arch", "Unetish", "--data", "{empty}", "--out", "m.pt"], "Unknown arch"),
+        (["train", "--data", "{empty}", "--out", "{a_file}/m.pt"], "Cannot write to the folder"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     (tmp_path / "empty" / "images").mkdir(parents=True)
     (tmp_path / "empty" / "masks").mkdir()
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04garbage")
+    (tmp_path / "a_file").write_text("a file where a folder should be")
     paths = {
+        "a_file": tmp_path / "a_file",
         "missing": tmp_path / "missing.pt",
         "corrupt": tmp_path / "corrupt.pt",
         "empty": tmp_path / "empty",

@@ -189,3 +189,30 @@ def test_data_notices_reach_the_event_stream(few_cells, tiny_config):
     noted.notices.append("Skipped 1 file(s) in x that are not images: a.txt.")
     events = list(train(tiny_config, noted))
     assert Notice("Skipped 1 file(s) in x that are not images: a.txt.") in events
+
+
+def test_a_checkpoint_that_cannot_be_written_is_told_once_and_training_goes_on(
+    few_cells, tiny_config, tmp_path, monkeypatch
+):
+    from napari_bloodcells.core import checkpoint
+
+    def full_disk(obj, f, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    events = list(
+        train(tiny_config.with_changes(epochs=2), few_cells, checkpoint_path=tmp_path / "m.pt")
+    )
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert len(notices) == 1, notices
+    assert "No space left on device" in notices[0]
+    assert "keeps the best model in memory" in notices[0]
+    result = events[-1].result
+    assert result.best_epoch >= 1 and result.saved_to is None
+    assert not list(tmp_path.iterdir()), "no partial file is left"
+
+
+def test_the_result_says_where_the_model_was_saved(few_cells, tiny_config, tmp_path):
+    result = run_to_end(train(tiny_config, few_cells, checkpoint_path=tmp_path / "m.pt"))
+    assert result.saved_to == tmp_path / "m.pt"
+    assert load_checkpoint(result.saved_to).metrics["best_epoch"] == result.best_epoch

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_bloodcells import __version__
-from napari_bloodcells.errors import BloodcellsError, DataError
+from napari_bloodcells.errors import BloodcellsError, ConfigError, DataError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -210,9 +210,10 @@ def _train(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     config.validate()
+    out = args.out if args.out.suffix else args.out.with_suffix(".pt")
+    _check_writable(out)
     init = load_checkpoint(args.init) if args.init else None
     data = _load_data(args.data)
-    out = args.out if args.out.suffix else args.out.with_suffix(".pt")
     bar = None
     result = None
     with _StopOnCtrlC() as stop:
@@ -261,12 +262,34 @@ def _train(args: argparse.Namespace) -> int:
             result.history, result.model.classes.names, out.with_suffix(".curves.png")
         )
     print(result.reason)
-    if result.best_epoch:
-        print(f"Saved the model of epoch {result.best_epoch} to {out}")
-    else:
-        print("No epoch finished, so no model was saved.")
     print(f"Metrics: {history_path}" + (f"  Curves: {curves}" if curves else ""))
+    if not result.best_epoch:
+        print("No epoch finished, so no model was saved.")
+    elif result.saved_to is None:
+        print(
+            f"error: the model of epoch {result.best_epoch} could not be saved to {out}; "
+            "free some disk space or choose another --out, and train again.",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    else:
+        print(f"Saved the model of epoch {result.best_epoch} to {out}")
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before training, not after it, when the model cannot be written."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot write to the folder {path.parent} ({exc.strerror or exc}); choose "
+            "another --out."
+        ) from exc
 
 
 def data_class_names(init) -> tuple[str, ...]:

@@ -238,11 +238,8 @@ class TrainWidget(Container):
         self.save_path.value = path
         try:
             save_checkpoint(model, path)
-        except OSError as exc:
-            show_error(
-                f"Could not save the model to {path} ({exc.strerror or exc}); choose "
-                "another file or folder."
-            )
+        except BloodcellsError as exc:
+            show_error(str(exc))
             return
         show_info(f"Saved the model to {path}.")
 
@@ -326,7 +323,7 @@ class TrainWidget(Container):
             result.model, f"trained in this session, epoch {result.best_epoch}{scores}"
         )
         self._summary = f"{result.reason} Kept epoch {result.best_epoch}{scores}."
-        kept = f" A copy is in {recovery_path()}." if result.best_epoch else ""
+        kept = f" A copy is in {result.saved_to}." if result.saved_to else ""
         show_info(
             f"{result.reason} The model of epoch {result.best_epoch} is now the current "
             f"model.{kept}"

@@ -95,6 +95,12 @@ def save_checkpoint(model: TrainedModel, path: str | Path) -> Path:
     -------
     Path
         The path written.
+
+    Raises
+    ------
+    CheckpointError
+        If the file cannot be written (no permission, disk full); any earlier
+        file at ``path`` is left as it was.
     """
     payload = {
         "format": FORMAT_NAME,
@@ -108,7 +114,14 @@ def save_checkpoint(model: TrainedModel, path: str | Path) -> Path:
         "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
     }
     path = Path(path)
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    try:
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise CheckpointError(
+            f"Could not write the model to {path} ({reason}); free some disk space or "
+            "choose a file in a folder you can write to."
+        ) from exc
     return path
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
 
     from napari_bloodcells.core.checkpoint import TrainedModel
@@ -97,6 +99,9 @@ class TrainingResult:
         True if the user stopped the run or it diverged.
     reason : str
         Why training ended, in one sentence.
+    saved_to : Path or None
+        The checkpoint file holding ``model``, if one was asked for and could
+        be written.
     """
 
     model: TrainedModel
@@ -104,6 +109,7 @@ class TrainingResult:
     best_epoch: int = 0
     stopped_early: bool = False
     reason: str = "Training finished."
+    saved_to: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import segmentation_models_pytorch as smp
@@ -38,11 +39,10 @@ from napari_bloodcells.core.events import (
 from napari_bloodcells.core.infer import _is_memory_error, segment_image
 from napari_bloodcells.core.metrics import ConfusionMatrix
 from napari_bloodcells.core.models import build_model
-from napari_bloodcells.errors import ConfigError, DataError
+from napari_bloodcells.errors import CheckpointError, ConfigError, DataError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
-    from pathlib import Path
 
     from napari_bloodcells.core.config import TrainConfig
 
@@ -258,17 +258,28 @@ def train(
             return False
         best_score, best_epoch = score, epoch
         best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-        if checkpoint_path is not None:
-            snapshot = TrainedModel(
-                copy.deepcopy(network).cpu(),
-                model.spec,
-                classes,
-                model.preprocessing,
-                model.config,
-                {"best_epoch": epoch, "history": list(history)},
-            )
-            save_checkpoint(snapshot, checkpoint_path)
         return True
+
+    saved = False  # whether checkpoint_path holds the best model so far
+    save_failed = False
+
+    def save(candidate: TrainedModel) -> Notice | None:
+        """Write ``candidate`` to ``checkpoint_path``; a failure is told once, not raised."""
+        nonlocal saved, save_failed
+        try:
+            save_checkpoint(candidate, checkpoint_path)
+        except CheckpointError as exc:
+            # A full disk must not end the run: the best model is still in memory.
+            saved = False
+            if save_failed:
+                return None
+            save_failed = True
+            return Notice(
+                f"{str(exc).removesuffix('.')}; training goes on and keeps the best model "
+                "in memory."
+            )
+        saved = True
+        return None
 
     try:
         for epoch in range(1, config.epochs + 1):
@@ -323,6 +334,17 @@ def train(
             dev_loss, cm, preview = dev.evaluate(model, objective, autocast, device)
             scores = cm.scores()
             improved = keep_if_best(scores.mean_foreground_dice(), epoch)
+            if improved and checkpoint_path is not None:
+                snapshot = TrainedModel(
+                    copy.deepcopy(network).cpu(),
+                    model.spec,
+                    classes,
+                    model.preprocessing,
+                    model.config,
+                    {"best_epoch": epoch, "history": [*history]},
+                )
+                if notice := save(snapshot):
+                    yield notice
             event = EpochEnded(
                 epoch,
                 config.epochs,
@@ -349,9 +371,16 @@ def train(
         "history": history,
         "reason": reason,
     }
-    if checkpoint_path is not None and best_epoch:
-        save_checkpoint(model, checkpoint_path)
-    result = TrainingResult(model, tuple(history), best_epoch, stopped, reason)
+    if checkpoint_path is not None and best_epoch and (notice := save(model)):
+        yield notice
+    result = TrainingResult(
+        model,
+        tuple(history),
+        best_epoch,
+        stopped,
+        reason,
+        Path(checkpoint_path) if saved else None,
+    )
     yield TrainingFinished(result)
     return result
 
