@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -87,6 +91,17 @@ def widget_session():
 
 
 @pytest.fixture
+def notes():
+    """Every napari notification shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    shown = []
+    notification_manager.notification_ready.connect(shown.append)
+    yield shown
+    notification_manager.notification_ready.disconnect(shown.append)
+
+
+@pytest.fixture
 def make_folder():
     """Write SegmentationData as ``root/images/<name>.png`` and ``root/masks/<name>.png``."""
     from PIL import Image
@@ -100,3 +115,47 @@ def make_folder():
         return root
 
     return write
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def serve():
+    """Start an HTTP server on 127.0.0.1 for a folder; returns its base URL."""
+    servers = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def tampered_mirror(tmp_path, shared_data) -> Path:
+    """A copy of the upstream dataset with three bytes of ``Dataset 1/150.png`` changed."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(shared_data, mirror)
+    with open(mirror / "Dataset 1" / "150.png", "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\x01\x02")
+    return mirror
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, bloodcells, make_folder):
+    """Builds spoiled folders and checkpoints under ``tmp_path / "bad"``."""
+    from bad_inputs import BadInputs
+
+    root = tmp_path / "bad"
+    root.mkdir()
+    return BadInputs(root, bloodcells, make_folder)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
-import threading
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -16,32 +12,6 @@ from napari_bloodcells import cli
 from napari_bloodcells.core import download
 from napari_bloodcells.core.dataset import mask_from_grey
 from napari_bloodcells.errors import DownloadError
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def serve():
-    """Start an HTTP server on 127.0.0.1 for a folder; returns its base URL."""
-    servers = []
-
-    def start(folder: Path) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(folder))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def test_registry_lists_every_file_with_sha256():

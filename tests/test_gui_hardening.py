@@ -9,99 +9,28 @@ labels holding the value 3, grayscale images in Segment) are not repeated here.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
-from napari.utils.notifications import ErrorNotification, NotificationSeverity
 from qtpy.QtCore import QThreadPool
 
+from bad_inputs import untrained_model
+from gui_helpers import (
+    RUN_TIMEOUT_MS,
+    add_cells,
+    assert_plain_error,
+    dock,
+    errors,
+    infos,
+    run_segment,
+    tiny_run,
+    use_layers,
+)
 from napari_bloodcells._widgets import session
-from napari_bloodcells._widgets.data_picker import FROM_FOLDER, FROM_LAYERS
+from napari_bloodcells._widgets.data_picker import FROM_FOLDER
 from napari_bloodcells._widgets.train_widget import recovery_path
-from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-from napari_bloodcells.core.config import preset
-from napari_bloodcells.core.models import NOTEBOOK_UNET, ModelSpec, build_model
+from napari_bloodcells.core.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env", "widget_session")]
-
-RUN_TIMEOUT_MS = 120_000
-
-
-@pytest.fixture
-def notes():
-    """Every napari notification shown during the test."""
-    from napari.utils.notifications import notification_manager
-
-    shown = []
-    notification_manager.notification_ready.connect(shown.append)
-    yield shown
-    notification_manager.notification_ready.disconnect(shown.append)
-
-
-def dock(viewer, name: str):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", name)
-    return widget
-
-
-def errors(notes) -> list[str]:
-    return [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
-
-
-def infos(notes) -> list[str]:
-    return [n.message for n in notes if n.severity == NotificationSeverity.INFO]
-
-
-def assert_plain_error(notes, fragment: str) -> str:
-    """One error notification holding ``fragment``: one sentence, no traceback."""
-    matching = [
-        n for n in notes if n.severity == NotificationSeverity.ERROR and fragment in n.message
-    ]
-    assert len(matching) == 1, f"expected one error with {fragment!r}, got {errors(notes)}"
-    note = matching[0]
-    assert not isinstance(note, ErrorNotification), "shown with a traceback"
-    message = note.message
-    assert "\n" not in message and "Traceback" not in message
-    assert message.endswith("."), message
-    # One sentence: no full stop followed by a new capitalised sentence.
-    assert not re.search(r"[.!?]\s+[A-Z]", message), f"more than one sentence: {message}"
-    notes.clear()
-    return message
-
-
-def untrained_model() -> TrainedModel:
-    """A notebook U-Net with fixed random weights: fast to build, valid to apply."""
-    import torch
-
-    torch.manual_seed(0)
-    spec = ModelSpec(NOTEBOOK_UNET, "", BLOODCELL_CLASSES.num_classes)
-    return TrainedModel(
-        build_model(spec).eval(), spec, BLOODCELL_CLASSES, preset("seed").preprocessing()
-    )
-
-
-def tiny_run(widget, *, epochs: int) -> None:
-    """The notebook recipe, shrunk: batches of 2, a quarter of the images for dev."""
-    options = widget.settings
-    options.preset.value = "seed"
-    options.epochs.value = epochs
-    options.batch_size.value = 2
-    options.dev_fraction.value = 0.25
-    options.device.value = "cpu"
-
-
-def use_layers(widget, image, labels) -> None:
-    widget.data.source.value = FROM_LAYERS
-    widget.data.image_layer.value = image
-    widget.data.labels_layer.value = labels
-
-
-def add_cells(viewer, cell_stack, count: int = 8, suffix: str = ""):
-    images, masks = cell_stack
-    image = viewer.add_image(images[:count], rgb=True, name=f"cells{suffix}")
-    labels = viewer.add_labels(masks[:count], name=f"cells labels{suffix}")
-    return image, labels
 
 
 def no_active_workers() -> bool:
@@ -276,12 +205,6 @@ def test_bad_training_layers_are_refused_with_one_sentence(viewer_with_train, no
 def viewer_with_train(make_napari_viewer):
     viewer = make_napari_viewer()
     return viewer, dock(viewer, "Train")
-
-
-def run_segment(qtbot, widget):
-    widget.segment_button.native.click()
-    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
-    return widget.last_layer
 
 
 def test_segment_refuses_16_bit_and_out_of_range_float_and_converts_rgba(

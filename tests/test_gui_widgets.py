@@ -12,14 +12,24 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from napari.layers import Image, Labels
-from napari.utils.notifications import ErrorNotification, NotificationSeverity
+from napari.utils.notifications import ErrorNotification
 
+from bad_inputs import untrained_model
+from gui_helpers import (
+    RUN_TIMEOUT_MS,
+    add_cells,
+    assert_plain_error,
+    dock,
+    errors,
+    infos,
+    run_segment,
+    tiny_run,
+    use_layers,
+)
 from napari_bloodcells._widgets import session
 from napari_bloodcells._widgets.data_picker import (
     FROM_FOLDER,
-    FROM_LAYERS,
     FROM_SAMPLE,
     FROM_SESSION,
 )
@@ -30,11 +40,8 @@ from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint, sav
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.config import preset
 from napari_bloodcells.core.dataset import DATASET_FOLDER
-from napari_bloodcells.core.models import NOTEBOOK_UNET, ModelSpec, build_model
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env", "widget_session")]
-
-RUN_TIMEOUT_MS = 120_000
 
 
 @pytest.fixture
@@ -44,72 +51,12 @@ def viewer(make_napari_viewer):
 
 @pytest.fixture
 def train_widget(viewer) -> TrainWidget:
-    _, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Train")
-    return widget
+    return dock(viewer, "Train")
 
 
 @pytest.fixture
 def segment_widget(viewer) -> SegmentWidget:
-    _, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Segment")
-    return widget
-
-
-@pytest.fixture
-def notes():
-    """Every napari notification shown during the test."""
-    from napari.utils.notifications import notification_manager
-
-    shown = []
-    notification_manager.notification_ready.connect(shown.append)
-    yield shown
-    notification_manager.notification_ready.disconnect(shown.append)
-
-
-def errors(notes) -> list[str]:
-    return [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
-
-
-def infos(notes) -> list[str]:
-    return [n.message for n in notes if n.severity == NotificationSeverity.INFO]
-
-
-def untrained_model() -> TrainedModel:
-    """A notebook U-Net with fixed random weights: fast to build, valid to apply."""
-    torch.manual_seed(0)
-    spec = ModelSpec(NOTEBOOK_UNET, "", BLOODCELL_CLASSES.num_classes)
-    return TrainedModel(
-        build_model(spec).eval(), spec, BLOODCELL_CLASSES, preset("seed").preprocessing()
-    )
-
-
-def add_training_layers(viewer, images, masks):
-    image = viewer.add_image(images, rgb=True, name="cells")
-    labels = viewer.add_labels(masks, name="cells labels")
-    return image, labels
-
-
-def tiny_run(widget: TrainWidget, *, epochs: int = 1, lr: float | None = None) -> None:
-    """The notebook recipe, shrunk: batches of 2, a quarter of the images for dev."""
-    options = widget.settings
-    options.preset.value = "seed"
-    options.epochs.value = epochs
-    options.batch_size.value = 2
-    options.dev_fraction.value = 0.25
-    options.device.value = "cpu"
-    if lr is not None:
-        options.lr.value = lr
-
-
-def use_layers(widget: TrainWidget, image, labels) -> None:
-    widget.data.source.value = FROM_LAYERS
-    widget.data.image_layer.value = image
-    widget.data.labels_layer.value = labels
-
-
-def run_segment(qtbot, widget: SegmentWidget):
-    widget.segment_button.native.click()
-    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
-    return widget.last_layer
+    return dock(viewer, "Segment")
 
 
 def test_widgets_dock_through_the_manifest(train_widget, segment_widget):
@@ -178,7 +125,7 @@ def test_data_and_model_sources_load_in_the_worker(train_widget, data_env, tmp_p
 def test_training_updates_progress_plot_preview_and_session(
     viewer, train_widget, segment_widget, cell_stack, notes, qtbot, tmp_path
 ):
-    image, labels = add_training_layers(viewer, *cell_stack)
+    image, labels = add_cells(viewer, cell_stack)
     use_layers(train_widget, image, labels)
     tiny_run(train_widget, epochs=1)
 
@@ -223,7 +170,7 @@ def test_training_updates_progress_plot_preview_and_session(
 def test_stop_ends_between_batches_and_keeps_the_model(
     viewer, train_widget, cell_stack, notes, qtbot
 ):
-    image, labels = add_training_layers(viewer, *cell_stack)
+    image, labels = add_cells(viewer, cell_stack)
     use_layers(train_widget, image, labels)
     tiny_run(train_widget, epochs=50)
 
@@ -253,14 +200,14 @@ def test_stop_ends_between_batches_and_keeps_the_model(
 
 
 def test_closing_the_dock_stops_training_and_keeps_the_model(viewer, cell_stack, notes, qtbot):
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Train")
-    image, labels = add_training_layers(viewer, *cell_stack)
+    dock_widget, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Train")
+    image, labels = add_cells(viewer, cell_stack)
     use_layers(widget, image, labels)
     tiny_run(widget, epochs=50)
     widget.start_button.native.click()
     qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=RUN_TIMEOUT_MS)
 
-    viewer.window.remove_dock_widget(dock)
+    viewer.window.remove_dock_widget(dock_widget)
     qtbot.waitUntil(lambda: not session.run_lock.busy, timeout=RUN_TIMEOUT_MS)
     assert errors(notes) == []
     assert widget.result.stopped_early
@@ -365,7 +312,7 @@ def test_correct_and_retrain_loop(viewer, train_widget, segment_widget, cell_sta
 
 
 def test_add_current_slice_only_copies_one_slice(viewer, segment_widget, cell_stack, notes):
-    image, labels = add_training_layers(viewer, *cell_stack)
+    image, labels = add_cells(viewer, cell_stack)
     segment_widget.image_layer.value = image
     segment_widget.corrected_layer.value = labels
     segment_widget.current_slice_only.value = True
@@ -384,21 +331,11 @@ def test_add_current_slice_only_copies_one_slice(viewer, segment_widget, cell_st
     assert np.array_equal(session.training_set.data().masks[0], kept[5])
 
 
-def assert_plain_error(notes, fragment: str) -> None:
-    """An error notification holding ``fragment``, shown without a traceback."""
-    matching = [
-        n for n in notes if n.severity == NotificationSeverity.ERROR and fragment in n.message
-    ]
-    assert matching, f"no error containing {fragment!r} in {errors(notes)}"
-    assert not any(isinstance(n, ErrorNotification) for n in matching)
-    notes.clear()
-
-
 def test_validation_errors_are_plain_notifications(
     viewer, train_widget, segment_widget, cell_stack, notes
 ):
     images, masks = cell_stack
-    image, labels = add_training_layers(viewer, images, masks)
+    image, labels = add_cells(viewer, (images, masks))
 
     segment_widget.image_layer.value = image
     segment_widget.segment_button.native.click()

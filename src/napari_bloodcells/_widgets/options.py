@@ -73,7 +73,8 @@ class TrainOptions(Container):
         )
         self.encoder_weights = ComboBox(label="Encoder weights", choices=list(WEIGHTS))
         self.epochs = SpinBox(label="Epochs", min=1, max=10_000)
-        self.lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-5)
+        # Five decimals are shown, so 1e-5 is the smallest rate the field can hold exactly.
+        self.lr = FloatSpinBox(label="Learning rate", min=1e-5, max=1.0, step=1e-5)
         self.batch_size = SpinBox(label="Batch size", min=1, max=1024)
         self.dev_fraction = FloatSpinBox(label="Dev fraction", min=0.01, max=0.99, step=0.01)
         self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1)
