@@ -1,11 +1,16 @@
-"""Shared set-up for the benchmark scripts: the dataset from ../shared or the cache."""
+"""Shared by the benchmark and screenshot scripts: the dataset, medians, Qt event-loop waits."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from napari_bloodcells.core.dataset import SegmentationData, bloodcell_folder, load_folder
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "segmentation_WBC"
 
@@ -22,3 +27,49 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def write_json(figures: dict, path: str | None) -> None:
+    """Write ``figures`` to ``path`` as JSON, if a path was given."""
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(figures, fh, indent=2)
+
+
+def settle(ms: int = 300) -> None:
+    """Run the Qt event loop for ``ms`` milliseconds, so layouts and paints complete."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def wait_for(
+    signal,
+    start: Callable[[], object],
+    busy: Callable[[], bool] = lambda: True,
+    timeout_s: float = 600.0,
+):
+    """Call ``start()`` and run the Qt event loop until ``signal`` fires; return its argument.
+
+    ``busy()`` says whether the job started; a refused start returns ``None`` at once.
+    """
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    got: list[object] = []
+
+    def done(value: object) -> None:
+        got.append(value)
+        loop.quit()
+
+    signal.connect(done)
+    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    try:
+        start()
+        if not got and busy():
+            loop.exec()
+    finally:
+        signal.disconnect(done)
+    return got[0] if got else None

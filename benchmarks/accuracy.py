@@ -12,10 +12,9 @@ and reports Dice and IoU of the pooled pixels per class.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
-from _common import bloodcell_data
+from _common import bloodcell_data, write_json
 from napari_bloodcells.core.config import preset
 from napari_bloodcells.core.dataset import split_indices
 from napari_bloodcells.core.events import EpochEnded, TrainingFinished
@@ -77,9 +76,7 @@ def main() -> None:
         f"| {args.preset} | {train_seconds:.0f} | {len(dev)} | {scores.dice[1]:.3f} | "
         f"{scores.dice[2]:.3f} | {scores.iou[1]:.3f} | {scores.iou[2]:.3f} |"
     )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(figures, fh, indent=2)
+    write_json(figures, args.json)
 
 
 if __name__ == "__main__":

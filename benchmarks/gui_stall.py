@@ -17,13 +17,12 @@ or, when no handler ran just before, to the worker thread holding the GIL.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import defaultdict
 
 import numpy as np
 
-from _common import bloodcell_data, median
+from _common import bloodcell_data, median, settle, write_json
 
 TICK_MS = 10
 
@@ -91,9 +90,7 @@ def main() -> None:
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
 
     # Let the window finish its first paints (vispy set-up, docking) before measuring.
-    settle = QEventLoop()
-    QTimer.singleShot(2000, settle.quit)
-    settle.exec()
+    settle(2000)
 
     loop = QEventLoop()
     widget.run_finished.connect(lambda _result: loop.quit())
@@ -140,9 +137,7 @@ def main() -> None:
             f"  handler {name:18s} n={len(values):4d}  median {median(values):7.2f} ms  "
             f"max {max(values):7.1f} ms"
         )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(figures, fh, indent=2)
+    write_json(figures, args.json)
     viewer.close()
 
 

@@ -2,8 +2,8 @@
 
 The reference is the notebook's recipe re-implemented as it runs there: a
 ``Dataset`` that opens and resizes PNG files with PIL/torchvision on every
-access, ``DataLoader(num_workers=2)``, the notebook U-Net, Adam 1e-4,
-cross-entropy, batch 8, and a dev pass per epoch. Ours is
+access, ``DataLoader(num_workers=2)``, the notebook U-Net (with torch's own
+ELU), Adam 1e-4, cross-entropy, batch 8, and a dev pass per epoch. Ours is
 ``train(preset("seed"))``, the same model, batch, data and split. Epochs of
 the two alternate so that machine noise hits both alike; medians are reported.
 
@@ -28,7 +28,7 @@ from napari_bloodcells.core.config import preset
 from napari_bloodcells.core.dataset import DATASET_FOLDER, NOTEBOOK_SEED
 from napari_bloodcells.core.download import cache_dir
 from napari_bloodcells.core.events import EpochEnded
-from napari_bloodcells.core.models import NotebookUNet
+from napari_bloodcells.core.models import ConvBlock, NotebookUNet
 from napari_bloodcells.core.train import train
 
 if TYPE_CHECKING:
@@ -57,6 +57,21 @@ class _NotebookPairs(Dataset):
         return image, mask
 
 
+def notebook_unet() -> NotebookUNet:
+    """The U-Net as the notebook builds it: the same layers, with torch's own ``nn.ELU``.
+
+    The package's U-Net computes ELU with vectorised ``exp`` (see
+    ``napari_bloodcells.core.models.ELU``); the reference keeps ATen's.
+    """
+    model = NotebookUNet()
+    for block in model.modules():
+        if isinstance(block, ConvBlock):
+            for index, layer in enumerate(block):
+                if isinstance(layer, torch.nn.ELU):
+                    block[index] = torch.nn.ELU(inplace=True)
+    return model
+
+
 class ReferenceLoop:
     """One notebook epoch per call: train pass, then dev loss."""
 
@@ -70,7 +85,7 @@ class ReferenceLoop:
         )
         self.train_loader = DataLoader(train_set, batch_size=8, shuffle=True, num_workers=2)
         self.dev_loader = DataLoader(dev_set, batch_size=8, shuffle=False, num_workers=2)
-        self.model = NotebookUNet()
+        self.model = notebook_unet()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         self.criterion = torch.nn.CrossEntropyLoss()
 

@@ -33,6 +33,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "benchmarks"))  # the scripts' shared helpers
+
+from _common import settle, wait_for  # noqa: E402
+
 OUT = HERE / "images"
 SHARED = HERE.parents[1] / "shared" / "data" / "segmentation_WBC"
 WINDOW = (1400, 900)
@@ -40,37 +44,12 @@ MAX_BYTES = 400_000
 IMAGES = 24
 
 
-def settle(ms: int = 300) -> None:
-    """Let Qt lay out and paint for ``ms`` milliseconds."""
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    loop = QEventLoop()
-    QTimer.singleShot(ms, loop.quit)
-    loop.exec()
-
-
-def wait_for(signal, start, timeout_s: float = 600.0):
-    """Call ``start()`` and run the event loop until ``signal`` fires; return its argument."""
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    loop = QEventLoop()
-    got: list[object] = []
-
-    def done(value: object) -> None:
-        got.append(value)
-        loop.quit()
-
-    signal.connect(done)
-    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-    try:
-        start()
-        if not got:
-            loop.exec()
-    finally:
-        signal.disconnect(done)
-    if not got or got[0] is None:
+def wait_for_result(signal, start):
+    """Call ``start()`` and wait for ``signal``; stop the script if the run failed."""
+    result = wait_for(signal, start)
+    if result is None:
         raise SystemExit(f"{start.__qualname__} did not produce a result")
-    return got[0]
+    return result
 
 
 def dismiss_notifications(viewer) -> None:
@@ -198,7 +177,7 @@ def main() -> None:
     save(viewer, "1-sample.png")
 
     # 2. Train briefly: progress, loss and Dice curves, preview of dev predictions.
-    wait_for(train.run_finished, train.start)
+    wait_for_result(train.run_finished, train.start)
     dismiss_notifications(viewer)
     split(WINDOW[1] - 90)
     train.scroll_area.ensureWidgetVisible(train.preview, 0, 0)
@@ -208,7 +187,7 @@ def main() -> None:
 
     # 3. Segment the stack with the model just trained; hide the expert labels.
     truth.visible = False
-    predicted = wait_for(segment.run_finished, segment.segment)
+    predicted = wait_for_result(segment.run_finished, segment.segment)
     viewer.layers.selection.active = predicted
     dismiss_notifications(viewer)
     save(viewer, "3-segment.png")
@@ -241,8 +220,8 @@ def main() -> None:
     # 6. Fine-tune the current model on the session set, then segment again:
     #    the painted layer is kept and the new prediction gets a layer of its own.
     predicted.mode = "pan_zoom"
-    wait_for(train.run_finished, train.fine_tune)
-    again = wait_for(segment.run_finished, segment.segment)
+    wait_for_result(train.run_finished, train.fine_tune)
+    again = wait_for_result(segment.run_finished, segment.segment)
     predicted.visible = False  # kept as painted; hidden to show the new prediction
     viewer.layers.selection.active = again
     train.scroll_area.ensureWidgetVisible(train.plot, 0, 60)

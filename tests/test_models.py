@@ -29,6 +29,31 @@ def test_notebook_unet_matches_the_notebook_layer_for_layer():
     assert model(torch.zeros(2, 3, 64, 48)).shape == (2, 3, 64, 48)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_the_unet_elu_equals_torch_elu_in_value_and_gradient(dtype):
+    from napari_bloodcells.core.models import ELU
+
+    x = torch.cat(
+        [
+            torch.randn(4, 16, 9, 7) * 4,
+            torch.tensor([0.0, 90.0, -90.0]).view(1, 1, 1, 3).expand(4, 16, 9, 3),
+        ],
+        dim=-1,
+    )
+    x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(x)
+    ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ELU()(ours).backward(grad)
+    torch.nn.functional.elu(ref).backward(grad)
+    tolerance = {"atol": 1e-2, "rtol": 1e-2} if dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(ELU()(x), torch.nn.functional.elu(x), **tolerance)
+    torch.testing.assert_close(ours.grad, ref.grad, **tolerance)
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(
+            ELU(), (torch.randn(3, 4, dtype=dtype, requires_grad=True),)
+        )
+
+
 def test_every_smp_architecture_is_offered():
     names = set(architectures())
     assert {
