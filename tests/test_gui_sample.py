@@ -35,3 +35,34 @@ def test_single_cell_sample_is_one_rgb_image(make_napari_viewer):
     assert image.data.ndim == 3
     assert image.data.shape[-1] == 3
     assert image.data.dtype == np.uint8
+
+
+def test_the_gui_command_opens_without_the_sample_when_the_download_fails(
+    monkeypatch, tmp_path, notes, qtbot
+):
+    from bad_inputs import OFFLINE_URL
+    from gui_helpers import assert_plain_error
+    from napari_bloodcells._launch import open_viewer
+
+    monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", OFFLINE_URL)
+    monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(tmp_path / "empty-cache"))
+    viewer = open_viewer("bloodcells")
+    try:
+        assert_plain_error(notes, "Could not download the blood-cell dataset")
+        assert len(viewer.layers) == 0
+        assert {"Train (napari-bloodcells)", "Segment (napari-bloodcells)"} <= set(
+            viewer.window.dock_widgets
+        )
+    finally:
+        viewer.close()
+
+
+def test_the_gui_command_opens_the_sample_with_both_widgets(qtbot):
+    from napari_bloodcells._launch import open_viewer
+
+    viewer = open_viewer("single_cell")
+    try:
+        assert [layer.name for layer in viewer.layers] == ["blood cell"]
+        assert len(viewer.window.dock_widgets) >= 2
+    finally:
+        viewer.close()
