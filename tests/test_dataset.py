@@ -117,6 +117,17 @@ def test_from_arrays_accepts_single_images_and_stacks():
         from_arrays(image, np.zeros((10, 11), np.uint8))
 
 
+@pytest.mark.parametrize("bad", [0.5, np.nan, -1.0, 300.0])
+def test_float_labels_are_refused_unless_they_are_class_indices(bad):
+    masks = np.zeros((1, 4, 4), np.float32)
+    assert from_arrays(np.zeros((1, 4, 4, 3), np.uint8), masks + 2).masks[0].max() == 2
+    masks[0, 1, 1] = bad
+    with pytest.raises(DataError, match="The labels hold values"):
+        from_arrays(np.zeros((1, 4, 4, 3), np.uint8), masks)
+    with pytest.raises(DataError, match="The mask m holds values"):
+        mask_from_grey(masks[0], "m")
+
+
 def test_check_classes_names_values_out_of_range():
     data = from_arrays(np.zeros((4, 4, 3), np.uint8), np.full((4, 4), 3, np.uint8))
     with pytest.raises(DataError, match=r"value.* 3"):

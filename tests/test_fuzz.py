@@ -20,7 +20,7 @@ from napari_bloodcells.core.models import ModelSpec
 from napari_bloodcells.core.preprocessing import Preprocessing
 from napari_bloodcells.errors import BloodcellsError
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _outcome(convert, *args):

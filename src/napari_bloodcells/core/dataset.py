@@ -116,12 +116,7 @@ def mask_from_grey(grey: np.ndarray, name: str = "mask") -> np.ndarray:
     lut = np.full(256, 255, dtype=np.uint8)
     for index, level in enumerate(UPSTREAM_MASK_VALUES):
         lut[level] = index
-    if grey.dtype != np.uint8:
-        if grey.size and (grey.min() < 0 or grey.max() > 255):
-            raise DataError(
-                f"The mask {name} holds values outside 0..255; upstream masks use 0, 128, 255."
-            )
-        grey = grey.astype(np.uint8)
+    grey = _as_uint8(grey, f"The mask {name}", "upstream masks use 0, 128, 255")
     classes = lut[grey]
     if (classes == 255).any():
         odd = sorted(set(np.unique(grey[classes == 255]).tolist()))[:5]
@@ -130,6 +125,25 @@ def mask_from_grey(grey: np.ndarray, name: str = "mask") -> np.ndarray:
             "(background, cytoplasm, nucleus)."
         )
     return classes
+
+
+def _as_uint8(values: np.ndarray, subject: str, fix: str) -> np.ndarray:
+    """``values`` as uint8, refusing what a cast would change: fractions, NaN, out of 0..255.
+
+    ``subject`` starts the error sentence ("The mask x.png"); ``fix`` ends it.
+    """
+    if values.dtype == np.uint8:
+        return values
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise DataError(f"{subject} holds {values.dtype} values; {fix}.")
+    fractional = np.issubdtype(values.dtype, np.floating) and (
+        not np.isfinite(values).all() or (values != np.round(values)).any()
+    )
+    if fractional:
+        raise DataError(f"{subject} holds values that are not whole numbers; {fix}.")
+    if values.size and (values.min() < 0 or values.max() > 255):
+        raise DataError(f"{subject} holds values outside 0..255; {fix}.")
+    return values.astype(np.uint8)
 
 
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -304,10 +318,9 @@ def from_arrays(images: np.ndarray, masks: np.ndarray) -> SegmentationData:
             f"The image is {images.shape[:3]} but the labels are {masks.shape}; the labels "
             "must have the image's shape without its colour axis."
         )
-    if masks.size and (masks.min() < 0 or masks.max() > 255):
-        raise DataError("The labels hold values outside 0..255; use class indices 0, 1, 2.")
+    masks = _as_uint8(masks, "The labels", "use class indices 0, 1, 2")
     rgb = [to_rgb_uint8(im) for im in images]
-    return SegmentationData(rgb, [m.astype(np.uint8) for m in masks])
+    return SegmentationData(rgb, list(masks))
 
 
 def split_indices(n: int, dev_fraction: float = 0.2, seed: int = NOTEBOOK_SEED) -> tuple:
