@@ -116,7 +116,7 @@ def mask_from_grey(grey: np.ndarray, name: str = "mask") -> np.ndarray:
     lut = np.full(256, 255, dtype=np.uint8)
     for index, level in enumerate(UPSTREAM_MASK_VALUES):
         lut[level] = index
-    grey = _as_uint8(grey, f"The mask {name}", "upstream masks use 0, 128, 255")
+    grey = _as_uint8(grey, f"The mask {name} holds", "upstream masks use 0, 128, 255")
     classes = lut[grey]
     if (classes == 255).any():
         odd = sorted(set(np.unique(grey[classes == 255]).tolist()))[:5]
@@ -127,22 +127,22 @@ def mask_from_grey(grey: np.ndarray, name: str = "mask") -> np.ndarray:
     return classes
 
 
-def _as_uint8(values: np.ndarray, subject: str, fix: str) -> np.ndarray:
+def _as_uint8(values: np.ndarray, subject_holds: str, fix: str) -> np.ndarray:
     """``values`` as uint8, refusing what a cast would change: fractions, NaN, out of 0..255.
 
-    ``subject`` starts the error sentence ("The mask x.png"); ``fix`` ends it.
+    ``subject_holds`` starts the error sentence ("The mask x.png holds"); ``fix`` ends it.
     """
     if values.dtype == np.uint8:
         return values
     if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
-        raise DataError(f"{subject} holds {values.dtype} values; {fix}.")
+        raise DataError(f"{subject_holds} {values.dtype} values; {fix}.")
     fractional = np.issubdtype(values.dtype, np.floating) and (
         not np.isfinite(values).all() or (values != np.round(values)).any()
     )
     if fractional:
-        raise DataError(f"{subject} holds values that are not whole numbers; {fix}.")
+        raise DataError(f"{subject_holds} values that are not whole numbers; {fix}.")
     if values.size and (values.min() < 0 or values.max() > 255):
-        raise DataError(f"{subject} holds values outside 0..255; {fix}.")
+        raise DataError(f"{subject_holds} values outside 0..255; {fix}.")
     return values.astype(np.uint8)
 
 
@@ -318,7 +318,7 @@ def from_arrays(images: np.ndarray, masks: np.ndarray) -> SegmentationData:
             f"The image is {images.shape[:3]} but the labels are {masks.shape}; the labels "
             "must have the image's shape without its colour axis."
         )
-    masks = _as_uint8(masks, "The labels", "use class indices 0, 1, 2")
+    masks = _as_uint8(masks, "The labels hold", "use class indices 0, 1, 2")
     rgb = [to_rgb_uint8(im) for im in images]
     return SegmentationData(rgb, list(masks))
 
