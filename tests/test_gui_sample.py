@@ -57,12 +57,17 @@ def test_the_gui_command_opens_without_the_sample_when_the_download_fails(
         viewer.close()
 
 
-def test_the_gui_command_opens_the_sample_with_both_widgets(qtbot):
+def test_the_gui_command_opens_the_sample_with_both_widgets_ready(qtbot):
     from napari_bloodcells._launch import open_viewer
 
-    viewer = open_viewer("single_cell")
+    viewer = open_viewer("bloodcells")
     try:
-        assert [layer.name for layer in viewer.layers] == ["blood cell"]
-        assert len(viewer.window.dock_widgets) >= 2
+        image, labels = viewer.layers
+        train = viewer.window.dock_widgets["Train (napari-bloodcells)"]
+        segment = viewer.window.dock_widgets["Segment (napari-bloodcells)"]
+        # The pickers follow the layers as they appear: Start and Segment work at once.
+        assert train.data.image_layer.value is image
+        assert train.data.labels_layer.value is labels
+        assert segment.image_layer.value is image
     finally:
         viewer.close()

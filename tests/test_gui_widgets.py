@@ -67,6 +67,22 @@ def test_widgets_dock_through_the_manifest(train_widget, segment_widget):
     assert "No model yet" in segment_widget.model_info.value
 
 
+def test_layer_pickers_follow_new_layers_of_their_kind_until_the_user_picks(viewer, train_widget):
+    picker = train_widget.data.labels_layer
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    image = viewer.add_image(rgb, rgb=True, name="image")
+    assert picker.value is image  # only an Image layer so far: offered, not preferred
+    labels = viewer.add_labels(np.zeros((8, 8), np.uint8), name="labels")
+    assert picker.value is labels
+    assert train_widget.data.image_layer.value is image
+
+    picker.value = image  # the user's choice (masks read from a file open as images) stays
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="more labels")
+    assert picker.value is image
+    viewer.layers.remove(image)
+    assert picker.value is labels
+
+
 def test_docking_into_a_running_viewer_does_not_crash():
     # napari imports the widgets after its OpenGL canvas exists; with Mesa's LLVM
     # drivers (Xvfb here) torch's lazy import of triton used to crash the process.

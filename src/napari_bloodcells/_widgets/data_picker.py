@@ -10,7 +10,8 @@ from magicgui.widgets import ComboBox, Container, FileEdit
 from napari_bloodcells._widgets import session
 from napari_bloodcells._widgets.controls import status_label
 from napari_bloodcells._widgets.jobs import DataLoader, given
-from napari_bloodcells._widgets.layers import layer_choices, training_pairs
+from napari_bloodcells._widgets.layer_picker import LayerPicker
+from napari_bloodcells._widgets.layers import training_pairs
 from napari_bloodcells.core.dataset import SegmentationData, bloodcell_folder, load_folder
 from napari_bloodcells.errors import DataError
 
@@ -46,12 +47,8 @@ class DataPicker(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.source = ComboBox(label="Training data", choices=list(SOURCES))
-        self.image_layer = ComboBox(
-            label="Image", choices=layer_choices(viewer, "image"), nullable=True
-        )
-        self.labels_layer = ComboBox(
-            label="Labels", choices=layer_choices(viewer, "labels"), nullable=True
-        )
+        self.image_layer = LayerPicker(viewer, "image", label="Image")
+        self.labels_layer = LayerPicker(viewer, "labels", label="Labels")
         self.folder = FileEdit(label="Folder", mode="d", nullable=True)
         self.session_info = status_label()
         self.session_info.label = "Session set"

@@ -20,8 +20,6 @@ from napari_bloodcells.core.imaging import describe_conversion, to_rgb_uint8
 from napari_bloodcells.errors import DataError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import napari
     from napari.layers import Image, Labels, Layer
 
@@ -29,26 +27,6 @@ META_KEY = "napari_bloodcells"
 """Layer metadata key under which the widgets record what they wrote."""
 SEGMENTATION = "segmentation"
 CONFIDENCE = "confidence"
-
-
-def layer_choices(viewer: napari.viewer.Viewer, first: str) -> Callable[[Any], list]:
-    """Choices for a layer ComboBox: Image and Labels layers, those of type ``first`` first.
-
-    Both kinds are offered in both pickers: masks read from files open as
-    Image layers, and picking the wrong kind gets a plain message rather than
-    an empty list.
-    """
-    from napari.layers import Image, Labels
-
-    order = (Image, Labels) if first == "image" else (Labels, Image)
-
-    def choices(_widget: Any = None) -> list[tuple[str, Layer]]:
-        layers = list(viewer.layers)
-        return [
-            (layer.name, layer) for kind in order for layer in layers if isinstance(layer, kind)
-        ]
-
-    return choices
 
 
 def _kind(layer: Layer) -> str:

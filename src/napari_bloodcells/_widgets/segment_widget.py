@@ -32,9 +32,9 @@ from napari_bloodcells._widgets.jobs import (
     SegmentProgress,
     segmentation_job,
 )
+from napari_bloodcells._widgets.layer_picker import LayerPicker
 from napari_bloodcells._widgets.layers import (
     image_input,
-    layer_choices,
     slice_index,
     training_pairs,
     write_confidence,
@@ -100,9 +100,7 @@ class SegmentWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
-        self.image_layer = ComboBox(
-            label="Image", choices=layer_choices(viewer, "image"), nullable=True
-        )
+        self.image_layer = LayerPicker(viewer, "image", label="Image")
         self.model_source = ComboBox(label="Model", choices=[MODEL_CURRENT, MODEL_FILE])
         self.model_file = FileEdit(label="Checkpoint", mode="r", filter=f"*{SUFFIX}", nullable=True)
         self.model_info = status_label()
@@ -127,9 +125,7 @@ class SegmentWidget(Container):
         self.segment_button = PushButton(text="Segment")
         self.progress = ProgressBar(min=0, max=_PROGRESS_STEPS, value=0)
         self.status = status_label()
-        self.corrected_layer = ComboBox(
-            label="Corrected labels", choices=layer_choices(viewer, "labels"), nullable=True
-        )
+        self.corrected_layer = LayerPicker(viewer, "labels", label="Corrected labels")
         self.current_slice_only = CheckBox(text="Current slice only", value=False)
         self.add_button = PushButton(text="Add to training set")
         self.clear_button = PushButton(text="Clear training set")

@@ -143,8 +143,9 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     # The reference notebook's recipe: its U-Net, 128 px resize, batch 8, Adam 1e-4,
     # cross-entropy, 20 epochs, no augmentation, intensities in 0..1. Arithmetic is bf16
-    # autocast where the hardware runs it natively (3x faster here, same accuracy; see
-    # docs/benchmarks.md); precision="fp32" gives the notebook's float32 bit for bit.
+    # autocast where the hardware runs it natively (1.7x faster than fp32 on the
+    # development CPU, same accuracy; see docs/benchmarks.md); precision="fp32" keeps the
+    # notebook's float32 throughout.
     "seed": TrainConfig(
         arch=NOTEBOOK_UNET,
         encoder="",
