@@ -91,6 +91,12 @@ def widget_session():
 
 
 @pytest.fixture
+def viewer(make_napari_viewer):
+    """A napari viewer (not shown), closed after the test."""
+    return make_napari_viewer()
+
+
+@pytest.fixture
 def notes():
     """Every napari notification shown during the test."""
     from napari.utils.notifications import notification_manager

@@ -34,11 +34,6 @@ from napari_bloodcells.errors import DownloadError
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env", "widget_session")]
 
 
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
 def assert_failed_cleanly(widget, result, notes, fragment: str) -> str:
     """The run ended without a result, with one plain error, and Start works again."""
     assert result is None

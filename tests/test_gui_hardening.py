@@ -202,8 +202,7 @@ def test_bad_training_layers_are_refused_with_one_sentence(viewer_with_train, no
 
 
 @pytest.fixture
-def viewer_with_train(make_napari_viewer):
-    viewer = make_napari_viewer()
+def viewer_with_train(viewer):
     return viewer, dock(viewer, "Train")
 
 

@@ -45,11 +45,6 @@ pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env", "widget_sessi
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
 def train_widget(viewer) -> TrainWidget:
     return dock(viewer, "Train")
 
