@@ -80,7 +80,7 @@ def test_a_model_whose_classes_differ_from_the_data(bad_inputs, tmp_path, capsys
         (["--epochs", "0"], "number of epochs (0) must be 1 to 10000"),
         (["--batch-size", "0"], "batch size (0) must be 1 to 1024"),
         (["--batch-size", "64"], "larger than the training set (7 images)"),
-        (["--dev-fraction", "0.05"], "leaves no dev images out of 8"),
+        (["--dev-fraction", "0.05"], "leaves no dev images out of 8; raise it to at least 0.13"),
         (["--dev-fraction", "1"], "dev fraction (1.0) must be between 0 and 1"),
     ],
 )

@@ -72,9 +72,11 @@ def _split(data: SegmentationData, config: TrainConfig) -> tuple[list[int], list
         return [0], [0]
     train_idx, dev_idx = split_indices(len(data), config.dev_fraction, config.split_seed)
     if not dev_idx:
+        # Rounded up: int(fraction * N) must reach 1.
+        enough = math.ceil(100 / len(data)) / 100
         raise ConfigError(
             f"A dev fraction of {config.dev_fraction} leaves no dev images out of {len(data)}; "
-            f"raise it to at least {1 / len(data):.2f} or add images."
+            f"raise it to at least {enough:.2f} or add images."
         )
     if not train_idx:
         raise ConfigError(
