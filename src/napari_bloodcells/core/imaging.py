@@ -60,7 +60,7 @@ def to_rgb_uint8(image: np.ndarray, name: str | None = None) -> np.ndarray:
         if lo < 0.0 or hi > 1.0:
             raise DataError(
                 f"The float {what} has values from {lo:.3g} to {hi:.3g}; rescale it to 0..1 "
-                "(or convert it to 8-bit) before segmenting."
+                "(or convert it to 8-bit) first."
             )
         return np.round(np.nan_to_num(image) * 255).astype(np.uint8)
     if np.issubdtype(image.dtype, np.integer):
