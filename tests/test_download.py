@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from bad_inputs import OFFLINE_URL
 from napari_bloodcells import cli
 from napari_bloodcells.core import download
 from napari_bloodcells.core.dataset import mask_from_grey
@@ -44,14 +43,9 @@ def test_fetch_over_http_gives_300_converted_pairs(
 
 
 def test_tampered_file_fails_clearly_and_leaves_nothing(
-    tmp_path, monkeypatch, serve, shared_data, capsys
+    tmp_path, monkeypatch, serve, tampered_mirror, capsys
 ):
-    mirror = tmp_path / "mirror"
-    shutil.copytree(shared_data, mirror)
-    with open(mirror / "Dataset 1" / "150.png", "r+b") as fh:
-        fh.seek(100)
-        fh.write(b"\x00\x01\x02")
-    monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", serve(mirror))
+    monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", serve(tampered_mirror))
     cache = tmp_path / "cache"
     monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(cache))
     dest = tmp_path / "dest"
@@ -68,8 +62,7 @@ def test_tampered_file_fails_clearly_and_leaves_nothing(
 
 
 def test_offline_without_override_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
-    # A closed loopback port stands in for "no network": the request fails at once.
-    monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", OFFLINE_URL)
     monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DownloadError, match="NAPARI_BLOODCELLS_DATA_URL") as info:
         download.fetch_raw()

@@ -9,7 +9,6 @@ data change per epoch, so a redraw costs about 20 ms on a 2-core CPU; see
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -75,6 +74,8 @@ class LossPlot(FigureCanvasQTAgg):
             self._style(axes, ylabel)
         self.dice_axes.set_xlabel("epoch", fontsize=_FONT_SIZE, color=text_color)
         self.dice_axes.set_ylim(0.0, 1.03)
+        # Whole epochs only, and few of them: the plot is narrow (the x axis is shared).
+        self.dice_axes.xaxis.get_major_locator().set_params(integer=True, nbins=6)
         self.epochs: list[int] = []
         self.train_loss: list[float] = []
         self.dev_loss: list[float] = []
@@ -141,18 +142,7 @@ class LossPlot(FigureCanvasQTAgg):
             line.set_data(self.epochs, self.dice[name])
         last = max(self.epochs[-1] if self.epochs else 1, 2)
         self.dice_axes.set_xlim(0.8, last + 0.2)
-        self.loss_axes.set_ylim(*_loss_range(self.train_loss + self.dev_loss))
-        # Whole epochs only, and few of them: the plot is narrow.
-        self.dice_axes.xaxis.get_major_locator().set_params(integer=True, nbins=6)
+        # matplotlib skips non-finite points (a dev loss that tiled evaluation leaves NaN).
+        self.loss_axes.relim()
+        self.loss_axes.autoscale_view(scalex=False)
         self.draw_idle()
-
-
-def _loss_range(values: list[float]) -> tuple[float, float]:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return 0.0, 1.0
-    low, high = min(finite), max(finite)
-    if high - low < 1e-9:
-        return low - 0.5, high + 0.5
-    pad = 0.08 * (high - low)
-    return low - pad, high + pad
