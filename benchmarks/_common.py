@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_bloodcells.core.dataset import SegmentationData, bloodcell_folder, load_folder
+from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
+from napari_bloodcells.core.dataset import SegmentationData, load_folder
 
 if TYPE_CHECKING:
     from collections.abc import Callable

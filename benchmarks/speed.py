@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader, Dataset, random_split
 from torchvision import transforms
 
 from _common import bloodcell_data, median
+from napari_bloodcells.core.bloodcell_dataset import DATASET_FOLDER
 from napari_bloodcells.core.config import preset
-from napari_bloodcells.core.dataset import DATASET_FOLDER, NOTEBOOK_SEED
+from napari_bloodcells.core.dataset import NOTEBOOK_SEED
 from napari_bloodcells.core.download import cache_dir
 from napari_bloodcells.core.events import EpochEnded
 from napari_bloodcells.core.models import ConvBlock, NotebookUNet

@@ -25,7 +25,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def session_cache(tmp_path_factory, shared_data) -> Path:
     """A cache folder filled once per session from ../shared through the real fetch code."""
-    from napari_bloodcells.core.dataset import bloodcell_folder
+    from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
 
     cache = tmp_path_factory.mktemp("cache")
     old = {k: os.environ.get(k) for k in ("NAPARI_BLOODCELLS_DATA_URL", "NAPARI_BLOODCELLS_CACHE")}
@@ -53,7 +53,8 @@ def data_env(monkeypatch, session_cache, shared_data) -> Path:
 @pytest.fixture(scope="session")
 def bloodcells(session_cache):
     """All 300 pairs as SegmentationData (read-only: do not modify in tests)."""
-    from napari_bloodcells.core.dataset import DATASET_FOLDER, load_folder
+    from napari_bloodcells.core.bloodcell_dataset import DATASET_FOLDER
+    from napari_bloodcells.core.dataset import load_folder
 
     return load_folder(session_cache / DATASET_FOLDER)
 
@@ -81,13 +82,11 @@ def cell_stack(bloodcells):
 
 
 @pytest.fixture
-def widget_session():
-    """A fresh widget session (no current model, empty training set) for each GUI test."""
-    from napari_bloodcells._widgets import session
+def state(viewer):
+    """The plugin's state for the test's viewer (current model, training set, runs)."""
+    from napari_bloodcells._widgets.state import state_of
 
-    session.reset()
-    yield session
-    session.reset()
+    return state_of(viewer)
 
 
 @pytest.fixture

@@ -92,8 +92,9 @@ def test_segment_writes_labels_of_each_inputs_size(trained, tmp_path, few_cells)
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["segment", "{missing}", "x.png", "--out", "o"], "does not exist"),
-        (["segment", "{corrupt}", "x.png", "--out", "o"], "damaged"),
+        (["segment", "{missing}", "{image}", "--out", "o"], "does not exist"),
+        (["segment", "{corrupt}", "{image}", "--out", "o"], "damaged"),
+        (["segment", "{corrupt}", "x.png", "--out", "o"], "No such image file: x.png"),
         (["train", "--arch", "Unetish", "--data", "{empty}", "--out", "m.pt"], "Unknown arch"),
         (["train", "--data", "{empty}", "--out", "{a_file}/m.pt"], "Cannot write to the folder"),
     ],
@@ -103,7 +104,9 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     (tmp_path / "empty" / "masks").mkdir()
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04garbage")
     (tmp_path / "a_file").write_text("a file where a folder should be")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "cell.png")
     paths = {
+        "image": tmp_path / "cell.png",
         "a_file": tmp_path / "a_file",
         "missing": tmp_path / "missing.pt",
         "corrupt": tmp_path / "corrupt.pt",

@@ -7,10 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from napari_bloodcells._widgets.layers import training_pairs
+from napari_bloodcells.core.bloodcell_dataset import mask_from_grey
 from napari_bloodcells.core.dataset import (
-    from_arrays,
+    SegmentationData,
     load_folder,
-    mask_from_grey,
     read_image,
     split_indices,
 )
@@ -109,27 +110,41 @@ def test_mask_size_mismatch_is_a_clear_error(tmp_path):
         load_folder(tmp_path)
 
 
-def test_from_arrays_accepts_single_images_and_stacks():
+def _layers(image, labels):
+    from napari.layers import Image, Labels
+
+    return Image(image, rgb=image.shape[-1] == 3), Labels(labels)
+
+
+def test_layers_give_one_pair_per_image_of_a_stack():
     image = np.zeros((10, 12, 3), np.uint8)
-    assert len(from_arrays(image, np.zeros((10, 12), np.uint8))) == 1
-    assert len(from_arrays(np.stack([image] * 3), np.zeros((3, 10, 12), np.uint8))) == 3
+    assert len(training_pairs(*_layers(image, np.ones((10, 12), np.uint8)))) == 1
+    stack = _layers(np.stack([image] * 3), np.ones((3, 10, 12), np.uint8))
+    assert len(training_pairs(*stack)) == 3
     with pytest.raises(DataError, match="shape"):
-        from_arrays(image, np.zeros((10, 11), np.uint8))
+        training_pairs(*_layers(image, np.ones((10, 11), np.uint8)))
 
 
 @pytest.mark.parametrize("bad", [0.5, np.nan, -1.0, 300.0])
-def test_float_labels_are_refused_unless_they_are_class_indices(bad):
+def test_float_masks_are_refused_unless_they_are_class_indices(bad):
     masks = np.zeros((1, 4, 4), np.float32)
-    assert from_arrays(np.zeros((1, 4, 4, 3), np.uint8), masks + 2).masks[0].max() == 2
     masks[0, 1, 1] = bad
-    with pytest.raises(DataError, match="The labels hold values"):
-        from_arrays(np.zeros((1, 4, 4, 3), np.uint8), masks)
     with pytest.raises(DataError, match="The mask m holds values"):
         mask_from_grey(masks[0], "m")
 
 
+def test_float_and_out_of_range_label_layers_are_refused():
+    from napari.layers import Image
+
+    image = Image(np.zeros((4, 4, 3), np.uint8), rgb=True)
+    with pytest.raises(DataError, match="pick a Labels layer"):
+        training_pairs(image, Image(np.full((4, 4), 0.5, np.float32)))
+    with pytest.raises(DataError, match=r"outside 0\.\.255"):
+        training_pairs(*_layers(np.zeros((4, 4, 3), np.uint8), np.full((4, 4), 300, np.int32)))
+
+
 def test_check_classes_names_values_out_of_range():
-    data = from_arrays(np.zeros((4, 4, 3), np.uint8), np.full((4, 4), 3, np.uint8))
+    data = SegmentationData([np.zeros((4, 4, 3), np.uint8)], [np.full((4, 4), 3, np.uint8)])
     with pytest.raises(DataError, match=r"value.* 3"):
         data.check_classes(3)
 

@@ -9,7 +9,7 @@ from PIL import Image
 from bad_inputs import OFFLINE_URL
 from napari_bloodcells import cli
 from napari_bloodcells.core import download
-from napari_bloodcells.core.dataset import mask_from_grey
+from napari_bloodcells.core.bloodcell_dataset import mask_from_grey
 from napari_bloodcells.errors import DownloadError
 
 

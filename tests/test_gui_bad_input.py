@@ -23,7 +23,6 @@ from gui_helpers import (
     tiny_run,
     use_layers,
 )
-from napari_bloodcells._widgets import session
 from napari_bloodcells._widgets.data_picker import FROM_FOLDER, FROM_SAMPLE
 from napari_bloodcells._widgets.options import FROM_FILE
 from napari_bloodcells._widgets.segment_widget import MODEL_FILE
@@ -31,26 +30,26 @@ from napari_bloodcells.core import download
 from napari_bloodcells.core.config import preset
 from napari_bloodcells.errors import DownloadError
 
-pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env", "widget_session")]
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env")]
 
 
 def assert_failed_cleanly(widget, result, notes, fragment: str) -> str:
     """The run ended without a result, with one plain error, and Start works again."""
     assert result is None
     message = assert_plain_error(notes, fragment)
-    assert not widget.running and not session.run_lock.busy
+    assert not widget.running and widget.state.runs.training is None
     assert widget.start_button.enabled and not widget.stop_button.enabled
     return message
 
 
-def test_bad_training_folders(viewer, bad_inputs, notes, qtbot):
+def test_bad_training_folders(viewer, bad_inputs, notes, qtbot, state):
     widget = dock(viewer, "Train")
     tiny_run(widget)
     widget.data.source.value = FROM_FOLDER
     for case, fragment in BadInputs.FOLDERS.items():
         widget.data.folder.value = bad_inputs.folder(case)
         assert_failed_cleanly(widget, run_training(qtbot, widget), notes, fragment)
-    assert session.models.model is None
+    assert state.current.model is None
 
 
 def test_bad_checkpoints_in_segment_and_in_continue_from(
@@ -74,7 +73,9 @@ def test_bad_checkpoints_in_segment_and_in_continue_from(
     assert [layer.name for layer in viewer.layers] == ["cells", "cells labels"]
 
 
-def test_a_model_whose_classes_differ_from_the_labels(viewer, bad_inputs, cell_stack, notes, qtbot):
+def test_a_model_whose_classes_differ_from_the_labels(
+    viewer, bad_inputs, cell_stack, notes, qtbot, state
+):
     train, segment = dock(viewer, "Train"), dock(viewer, "Segment")
     image, labels = add_cells(viewer, cell_stack)
     use_layers(train, image, labels)
@@ -84,12 +85,12 @@ def test_a_model_whose_classes_differ_from_the_labels(viewer, bad_inputs, cell_s
     assert_failed_cleanly(train, run_training(qtbot, train), notes, BadInputs.TWO_CLASSES)
 
     # Corrections are checked against the current model's classes when they are added.
-    session.models.set(untrained_model(("background", "cell")), "a two-class model")
+    state.current.set(untrained_model(("background", "cell")), "a two-class model")
     segment.image_layer.value = image
     segment.corrected_layer.value = labels
     segment.add_button.native.click()
     assert_plain_error(notes, BadInputs.TWO_CLASSES)
-    assert len(session.training_set) == 0
+    assert len(state.training_set) == 0
 
 
 def test_training_settings_out_of_range(viewer, cell_stack, notes, qtbot):

@@ -25,12 +25,11 @@ from gui_helpers import (
     tiny_run,
     use_layers,
 )
-from napari_bloodcells._widgets import session
 from napari_bloodcells._widgets.data_picker import FROM_FOLDER
-from napari_bloodcells._widgets.train_widget import recovery_path
+from napari_bloodcells._widgets.train_widget import TrainWidget, recovery_path
 from napari_bloodcells.core.checkpoint import load_checkpoint
 
-pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env", "widget_session")]
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env")]
 
 
 def no_active_workers() -> bool:
@@ -42,6 +41,7 @@ def test_closing_napari_while_training_stops_the_worker_and_keeps_the_model(
 ):
     viewer = make_napari_viewer()
     widget = dock(viewer, "Train")
+    state = widget.state
     image, labels = add_cells(viewer, cell_stack, count=6)
     use_layers(widget, image, labels)
     tiny_run(widget, epochs=100)
@@ -61,13 +61,13 @@ def test_closing_napari_while_training_stops_the_worker_and_keeps_the_model(
 
     # The worker ends on its own (no zombie thread training 100 epochs in the background).
     qtbot.waitUntil(lambda: bool(ended) and no_active_workers(), timeout=RUN_TIMEOUT_MS)
-    assert not session.run_lock.busy
+    assert state.runs.training is None
     assert errors(notes) == []
     assert len(finished_runs) == 1
     result = finished_runs[0]
     assert result is not None and result.stopped_early
     assert result.best_epoch == 1  # the partly trained first epoch was scored and kept
-    assert session.models.model is result.model
+    assert state.current.model is result.model
 
     # The best model is on disk, and the user was told where.
     path = recovery_path()
@@ -81,23 +81,22 @@ def test_closing_napari_while_training_stops_the_worker_and_keeps_the_model(
 
 
 def test_stopping_before_the_first_batch_keeps_the_current_model(
-    make_napari_viewer, cell_stack, notes, qtbot
+    viewer, cell_stack, notes, qtbot, state
 ):
     # Nothing has been trained yet, so there is nothing to keep: the session model
     # must not be replaced by the untrained network, and no file is claimed.
-    viewer = make_napari_viewer()
     widget = dock(viewer, "Train")
     use_layers(widget, *add_cells(viewer, cell_stack, count=6))
     tiny_run(widget, epochs=5)
     before = untrained_model()
-    session.models.set(before, "an earlier model")
+    state.current.set(before, "an earlier model")
 
     with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
         widget.start_button.native.click()
         widget.stop_button.native.click()  # before the worker reaches its first batch
     result = finished.args[0]
     assert result.stopped_early and result.best_epoch == 0
-    assert session.models.model is before
+    assert state.current.model is before
     assert errors(notes) == []
     [message] = [m for m in infos(notes) if "Stopped by the user" in m]
     assert "no model was kept" in message
@@ -106,12 +105,14 @@ def test_stopping_before_the_first_batch_keeps_the_current_model(
 
 
 def test_a_second_run_is_refused_and_the_first_one_finishes(
-    make_napari_viewer, cell_stack, notes, qtbot
+    viewer, cell_stack, notes, qtbot, state
 ):
-    first_viewer, second_viewer = make_napari_viewer(), make_napari_viewer()
-    first, second = dock(first_viewer, "Train"), dock(second_viewer, "Train")
-    use_layers(first, *add_cells(first_viewer, cell_stack))
-    use_layers(second, *add_cells(second_viewer, cell_stack))
+    # Two Train widgets of one viewer share its run lock.
+    first = dock(viewer, "Train")
+    second = TrainWidget(viewer)
+    layers = add_cells(viewer, cell_stack)
+    use_layers(first, *layers)
+    use_layers(second, *layers)
     tiny_run(first, epochs=2)
     tiny_run(second, epochs=1)
     finished = []
@@ -128,7 +129,7 @@ def test_a_second_run_is_refused_and_the_first_one_finishes(
     assert second.start_button.enabled and not second.stop_button.enabled
     # The first run is untouched: same worker, still running, not asked to stop.
     assert first.running and first.worker is worker
-    assert first.stop_button.enabled and not first._stop.is_set()
+    assert first.stop_button.enabled and not first.stopping
 
     qtbot.waitUntil(lambda: bool(finished), timeout=RUN_TIMEOUT_MS)
     result = finished[0]
@@ -136,12 +137,12 @@ def test_a_second_run_is_refused_and_the_first_one_finishes(
     assert result is not None and not result.stopped_early
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert first.progress.value == first.progress.max
-    assert session.models.model is result.model
+    assert state.current.model is result.model
     assert second.result is None
-    assert not session.run_lock.busy
+    assert state.runs.training is None
 
 
-def test_bad_training_layers_are_refused_with_one_sentence(viewer_with_train, notes):
+def test_bad_training_layers_are_refused_with_one_sentence(viewer_with_train, notes, state):
     viewer, widget = viewer_with_train
     tiny_run(widget, epochs=1)
     rng = np.random.default_rng(0)
@@ -195,10 +196,34 @@ def test_bad_training_layers_are_refused_with_one_sentence(viewer_with_train, no
         widget.start_button.native.click()
         assert len(notes) == 1, [n.message for n in notes]
         assert_plain_error(notes, fragment)
-        assert not widget.running and not session.run_lock.busy
+        assert not widget.running and state.runs.training is None
         assert widget.start_button.enabled
         assert widget.progress_label.value == "Not started."
         viewer.layers.clear()
+
+
+def test_two_viewers_share_no_state(make_napari_viewer, cell_stack, notes):
+    first_viewer, second_viewer = make_napari_viewer(), make_napari_viewer()
+    first_train, second_train = dock(first_viewer, "Train"), dock(second_viewer, "Train")
+    first_segment = dock(first_viewer, "Segment")
+    second_segment = dock(second_viewer, "Segment")
+    assert first_train.state is first_segment.state
+    assert first_train.state is not second_train.state
+
+    first_train.state.current.set(untrained_model(), "a model of the first viewer")
+    assert "first viewer" in first_segment.model_info.value
+    assert second_train.state.current.model is None
+    assert "No model yet" in second_segment.model_info.value
+
+    image = first_viewer.add_image(cell_stack[0][0], rgb=True, name="cell")
+    labels = first_viewer.add_labels(cell_stack[1][0], name="cell labels")
+    first_segment.image_layer.value, first_segment.corrected_layer.value = image, labels
+    first_segment.add_button.native.click()
+    assert len(first_train.state.training_set) == 1
+    assert len(second_train.state.training_set) == 0
+    assert second_train.state.runs.claim_training(second_train), "the lock is per viewer"
+    assert first_train.state.runs.claim_training(first_train)
+    assert errors(notes) == []
 
 
 @pytest.fixture
@@ -207,11 +232,10 @@ def viewer_with_train(viewer):
 
 
 def test_segment_refuses_16_bit_and_out_of_range_float_and_converts_rgba(
-    make_napari_viewer, cell_stack, notes, qtbot
+    viewer, cell_stack, notes, qtbot, state
 ):
-    viewer = make_napari_viewer()
     widget = dock(viewer, "Segment")
-    session.models.set(untrained_model(), "test model")
+    state.current.set(untrained_model(), "test model")
     cell = cell_stack[0][0]
 
     bad = [
@@ -239,12 +263,11 @@ def test_segment_refuses_16_bit_and_out_of_range_float_and_converts_rgba(
 
 
 def test_a_folder_with_a_stray_file_trains_and_names_the_skipped_file(
-    make_napari_viewer, bloodcells, make_folder, notes, qtbot, tmp_path
+    viewer, bloodcells, make_folder, notes, qtbot, tmp_path, state
 ):
     root = make_folder(bloodcells.subset(range(8)), tmp_path / "cells")
     stray = next((root / "images").rglob("*.png")).parent / "notes.txt"
     stray.write_text("not an image")
-    viewer = make_napari_viewer()
     widget = dock(viewer, "Train")
     widget.data.source.value = FROM_FOLDER
     widget.data.folder.value = root
@@ -258,7 +281,7 @@ def test_a_folder_with_a_stray_file_trains_and_names_the_skipped_file(
     skipped = [m for m in infos(notes) if "notes.txt" in m]
     assert len(skipped) == 1, infos(notes)
     assert "Skipped 1 file" in skipped[0]
-    assert session.models.model is result.model
+    assert state.current.model is result.model
 
 
 def test_both_docks_fit_a_laptop_sized_window(make_napari_viewer, qtbot):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -27,7 +28,6 @@ from gui_helpers import (
     tiny_run,
     use_layers,
 )
-from napari_bloodcells._widgets import session
 from napari_bloodcells._widgets.data_picker import (
     FROM_FOLDER,
     FROM_SAMPLE,
@@ -36,12 +36,14 @@ from napari_bloodcells._widgets.data_picker import (
 from napari_bloodcells._widgets.options import FROM_CURRENT, FROM_FILE
 from napari_bloodcells._widgets.segment_widget import MODEL_FILE, SegmentWidget
 from napari_bloodcells._widgets.train_widget import TrainWidget, recovery_path
+from napari_bloodcells.core.bloodcell_dataset import DATASET_FOLDER
 from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.config import preset
-from napari_bloodcells.core.dataset import DATASET_FOLDER
+from napari_bloodcells.core.events import SegmentProgress
+from napari_bloodcells.core.jobs import load_model, load_training_data
 
-pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env", "widget_session")]
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env")]
 
 
 @pytest.fixture
@@ -119,22 +121,24 @@ def test_data_and_model_sources_load_in_the_worker(train_widget, data_env, tmp_p
     picker = train_widget.data
     picker.source.value = FROM_FOLDER
     picker.folder.value = data_env / DATASET_FOLDER
-    load, _ = picker.loader()
-    assert len(load()) == 300
+    source, _ = picker.training_data()
+    assert source == data_env / DATASET_FOLDER, "a folder is read by the job, in the worker"
+    assert len(load_training_data(source)) == 300
     picker.source.value = FROM_SAMPLE
-    load, text = picker.loader()
+    source, text = picker.training_data()
     assert "blood-cell" in text
-    assert len(load()) == 300
+    assert len(load_training_data(source)) == 300
 
     path = save_checkpoint(untrained_model(), tmp_path / "start.pt")
     train_widget.settings.continue_from.value = FROM_FILE
     train_widget.settings.init_file.value = path
-    load_init, _ = train_widget.settings.init_loader()
-    assert load_init().spec == untrained_model().spec
+    init, _ = train_widget.settings.starting_model()
+    assert init == path
+    assert load_model(init).spec == untrained_model().spec
 
 
 def test_training_updates_progress_plot_preview_and_session(
-    viewer, train_widget, segment_widget, cell_stack, notes, qtbot, tmp_path
+    viewer, train_widget, segment_widget, cell_stack, notes, qtbot, tmp_path, state
 ):
     image, labels = add_cells(viewer, cell_stack)
     use_layers(train_widget, image, labels)
@@ -164,7 +168,7 @@ def test_training_updates_progress_plot_preview_and_session(
     assert rows[0].image.shape == (128, 128, 3)  # the seed recipe resizes to 128 px
     assert rows[0].prediction.shape == rows[0].truth.shape == (128, 128)
     # The model is shared with the Segment widget, and recoverable from disk.
-    assert session.models.model is result.model
+    assert state.current.model is result.model
     assert "Current model" in segment_widget.model_info.value
     assert recovery_path().is_file()
     assert str(recovery_path()) in train_widget.recovery_label.value
@@ -179,7 +183,7 @@ def test_training_updates_progress_plot_preview_and_session(
 
 
 def test_stop_ends_between_batches_and_keeps_the_model(
-    viewer, train_widget, cell_stack, notes, qtbot
+    viewer, train_widget, cell_stack, notes, qtbot, state
 ):
     image, labels = add_cells(viewer, cell_stack)
     use_layers(train_widget, image, labels)
@@ -205,12 +209,14 @@ def test_stop_ends_between_batches_and_keeps_the_model(
     assert "Stopped by the user" in result.reason
     assert result.best_epoch == 1
     assert isinstance(result.model, TrainedModel)
-    assert session.models.model is result.model
+    assert state.current.model is result.model
     assert train_widget.progress.value < train_widget.progress.max
-    assert not session.run_lock.busy
+    assert state.runs.training is None
 
 
-def test_closing_the_dock_stops_training_and_keeps_the_model(viewer, cell_stack, notes, qtbot):
+def test_closing_the_dock_stops_training_and_keeps_the_model(
+    viewer, cell_stack, notes, qtbot, state
+):
     dock_widget, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Train")
     image, labels = add_cells(viewer, cell_stack)
     use_layers(widget, image, labels)
@@ -219,16 +225,16 @@ def test_closing_the_dock_stops_training_and_keeps_the_model(viewer, cell_stack,
     qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=RUN_TIMEOUT_MS)
 
     viewer.window.remove_dock_widget(dock_widget)
-    qtbot.waitUntil(lambda: not session.run_lock.busy, timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: state.runs.training is None, timeout=RUN_TIMEOUT_MS)
     assert errors(notes) == []
     assert widget.result.stopped_early
-    assert session.models.model is widget.result.model
+    assert state.current.model is widget.result.model
 
 
 def test_segment_writes_class_labels_and_replaces_only_unpainted(
-    viewer, segment_widget, notes, qtbot
+    viewer, segment_widget, notes, qtbot, state
 ):
-    session.models.set(untrained_model(), "test model")
+    state.current.set(untrained_model(), "test model")
     viewer.open_sample("napari-bloodcells", "single_cell")
     image = viewer.layers["blood cell"]
     segment_widget.image_layer.value = image
@@ -268,8 +274,8 @@ def test_segment_writes_class_labels_and_replaces_only_unpainted(
     assert np.array_equal(viewer.layers["blood cell segmentation"].data, painted)
 
 
-def test_segment_stack_and_grayscale(viewer, segment_widget, cell_stack, notes, qtbot):
-    session.models.set(untrained_model(), "test model")
+def test_segment_stack_and_grayscale(viewer, segment_widget, cell_stack, notes, qtbot, state):
+    state.current.set(untrained_model(), "test model")
     images, _ = cell_stack
     stack = viewer.add_image(images[:3], rgb=True, name="three cells")
     segment_widget.image_layer.value = stack
@@ -286,9 +292,11 @@ def test_segment_stack_and_grayscale(viewer, segment_widget, cell_stack, notes, 
     assert errors(notes) == []
 
 
-def test_correct_and_retrain_loop(viewer, train_widget, segment_widget, cell_stack, notes, qtbot):
+def test_correct_and_retrain_loop(
+    viewer, train_widget, segment_widget, cell_stack, notes, qtbot, state
+):
     images, truth = cell_stack
-    session.models.set(untrained_model(), "untrained")
+    state.current.set(untrained_model(), "untrained")
     image = viewer.add_image(images, rgb=True, name="cells")
     segment_widget.image_layer.value = image
     predicted = run_segment(qtbot, segment_widget)
@@ -300,10 +308,10 @@ def test_correct_and_retrain_loop(viewer, train_widget, segment_widget, cell_sta
     painted = predicted.data.copy()
 
     segment_widget.add_button.native.click()
-    assert len(session.training_set) == len(images)
+    assert len(state.training_set) == len(images)
     assert np.array_equal(predicted.data, painted)  # adding copies, never modifies
 
-    first_model = session.models.model
+    first_model = state.current.model
     tiny_run(train_widget, epochs=2, lr=1e-3)
     train_widget.fine_tune_button.native.click()
     assert train_widget.settings.continue_from.value == FROM_CURRENT
@@ -311,7 +319,7 @@ def test_correct_and_retrain_loop(viewer, train_widget, segment_widget, cell_sta
     with qtbot.waitSignal(train_widget.run_finished, timeout=RUN_TIMEOUT_MS):
         pass
     assert errors(notes) == []
-    assert session.models.model is not first_model
+    assert state.current.model is not first_model
 
     again = run_segment(qtbot, segment_widget)
     assert again is not predicted
@@ -322,7 +330,7 @@ def test_correct_and_retrain_loop(viewer, train_widget, segment_widget, cell_sta
     assert agreement_after > agreement_before + 0.1
 
 
-def test_add_current_slice_only_copies_one_slice(viewer, segment_widget, cell_stack, notes):
+def test_add_current_slice_only_copies_one_slice(viewer, segment_widget, cell_stack, notes, state):
     image, labels = add_cells(viewer, cell_stack)
     segment_widget.image_layer.value = image
     segment_widget.corrected_layer.value = labels
@@ -332,18 +340,18 @@ def test_add_current_slice_only_copies_one_slice(viewer, segment_widget, cell_st
 
     segment_widget.add_button.native.click()
     assert errors(notes) == []
-    data = session.training_set.data()
+    data = state.training_set.data()
     assert len(data) == 1
     assert np.array_equal(data.images[0], cell_stack[0][5])
     assert np.array_equal(data.masks[0], cell_stack[1][5])
     assert "1 image(s)" in segment_widget.training_set_info.value
 
     labels.data[5] = 0  # later edits do not reach the training set
-    assert np.array_equal(session.training_set.data().masks[0], kept[5])
+    assert np.array_equal(state.training_set.data().masks[0], kept[5])
 
 
 def test_validation_errors_are_plain_notifications(
-    viewer, train_widget, segment_widget, cell_stack, notes
+    viewer, train_widget, segment_widget, cell_stack, notes, state
 ):
     images, masks = cell_stack
     image, labels = add_cells(viewer, (images, masks))
@@ -352,7 +360,7 @@ def test_validation_errors_are_plain_notifications(
     segment_widget.segment_button.native.click()
     assert_plain_error(notes, "There is no model yet")
 
-    session.models.set(untrained_model(), "test model")
+    state.current.set(untrained_model(), "test model")
     segment_widget.image_layer.value = labels
     segment_widget.segment_button.native.click()
     assert_plain_error(notes, "is a Labels layer")
@@ -373,13 +381,13 @@ def test_validation_errors_are_plain_notifications(
     use_layers(train_widget, image, too_high)
     train_widget.start_button.native.click()
     assert_plain_error(notes, "holds the value(s) 3")
-    assert not train_widget.running and not session.run_lock.busy
+    assert not train_widget.running and state.runs.training is None
 
     segment_widget.image_layer.value = image
     segment_widget.corrected_layer.value = too_high
     segment_widget.add_button.native.click()
     assert_plain_error(notes, "holds the value(s) 3")
-    assert len(session.training_set) == 0
+    assert len(state.training_set) == 0
 
     train_widget.data.source.value = FROM_SESSION
     train_widget.start_button.native.click()
@@ -387,7 +395,7 @@ def test_validation_errors_are_plain_notifications(
 
 
 def test_worker_errors_reach_notifications(
-    viewer, segment_widget, cell_stack, notes, qtbot, tmp_path, monkeypatch
+    viewer, segment_widget, cell_stack, notes, qtbot, tmp_path, monkeypatch, state
 ):
     image = viewer.add_image(cell_stack[0][:2], rgb=True, name="cells")
     segment_widget.image_layer.value = image
@@ -404,8 +412,8 @@ def test_worker_errors_reach_notifications(
     def broken(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("napari_bloodcells._widgets.jobs.segment_image", broken)
-    session.models.set(untrained_model(), "test model")
+    monkeypatch.setattr("napari_bloodcells.core.jobs.segment", broken)
+    state.current.set(untrained_model(), "test model")
     segment_widget.model_source.value = "current session model"
     assert run_segment(qtbot, segment_widget) is None
     # superqt would drop a RuntimeError silently; the job re-raises it under another type.
@@ -413,3 +421,38 @@ def test_worker_errors_reach_notifications(
     assert [n.message for n in bugs] == ["simulated bug"]
     assert isinstance(bugs[0].exception.__cause__, RuntimeError)
     assert "failed" in segment_widget.status.value
+
+
+def test_stop_mid_stack_leaves_no_layer_behind(
+    viewer, segment_widget, cell_stack, notes, qtbot, state
+):
+    model = untrained_model()
+    forward = model.network.forward
+
+    def slow(x):  # a tenth of a second per slice: the stop lands mid-stack
+        time.sleep(0.1)
+        return forward(x)
+
+    model.network.forward = slow
+    state.current.set(model, "a slow model")
+    image = viewer.add_image(cell_stack[0], rgb=True, name="cells")
+    segment_widget.image_layer.value = image
+    seen = []
+
+    def stop_at_first_progress(message):
+        if isinstance(message, SegmentProgress) and not seen:
+            seen.append(message)
+            segment_widget.stop_button.native.click()
+
+    with qtbot.waitSignal(segment_widget.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        segment_widget.segment_button.native.click()
+        assert segment_widget.stop_button.enabled
+        segment_widget.worker.yielded.connect(stop_at_first_progress)
+    assert finished.args[0] is None
+    assert seen and seen[0].images == len(cell_stack[0])
+    assert [layer.name for layer in viewer.layers] == ["cells"], "nothing partial is written"
+    assert "stopped" in segment_widget.status.value
+    assert segment_widget.progress.value == 0
+    assert segment_widget.segment_button.enabled and not segment_widget.stop_button.enabled
+    assert state.runs.segmenting == 0
+    assert errors(notes) == []

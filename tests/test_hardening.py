@@ -17,9 +17,9 @@ from PIL import Image
 from napari_bloodcells import cli
 from napari_bloodcells.core import download
 from napari_bloodcells.core.checkpoint import load_checkpoint
-from napari_bloodcells.core.dataset import from_arrays, load_folder
-from napari_bloodcells.core.events import Notice
-from napari_bloodcells.core.train import run_to_end, train
+from napari_bloodcells.core.dataset import SegmentationData, load_folder
+from napari_bloodcells.core.events import Notice, run_to_end
+from napari_bloodcells.core.train import train
 from napari_bloodcells.errors import DataError, DownloadError
 
 
@@ -50,7 +50,9 @@ def test_truncated_image_names_the_file(tmp_path):
 
 
 def test_all_background_labels_are_refused(tiny_config):
-    data = from_arrays(np.zeros((6, 32, 32, 3), np.uint8), np.zeros((6, 32, 32), np.uint8))
+    data = SegmentationData(
+        [np.zeros((32, 32, 3), np.uint8)] * 6, [np.zeros((32, 32), np.uint8)] * 6
+    )
     with pytest.raises(DataError, match="all background"):
         next(train(tiny_config, data))
 
@@ -171,5 +173,6 @@ def test_killing_training_mid_epoch_keeps_the_best_model(tmp_path, few_cells, ma
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
-    with pytest.raises(Exception, match="does not exist"):
+    # The inputs are checked before the model is read: the missing image is named first.
+    with pytest.raises(DataError, match=r"No such image file: x\.png"):
         cli.main(["--debug", "segment", str(tmp_path / "nope.pt"), "x.png", "--out", "o"])

@@ -11,9 +11,16 @@ from torch import nn
 
 from napari_bloodcells.core.checkpoint import TrainedModel
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.events import (
+    Notice,
+    SegmentationFinished,
+    SegmentProgress,
+    run_to_end,
+)
 from napari_bloodcells.core.infer import (
     TileSettings,
     predict_probabilities,
+    segment,
     segment_image,
     tile_starts,
 )
@@ -93,19 +100,45 @@ def test_scale_resizes_before_prediction_and_back(image):
     assert seen == [(128, 96)], "the network sees the image at half size, padded to 32"
 
 
-def test_progress_counts_tiles(image):
-    calls = []
-    segment_image(
-        _shallow_model(),
-        image,
-        tiles=TileSettings(64, 16, 4),
-        progress=lambda done, total: calls.append((done, total)),
+def test_progress_counts_tiles_batch_by_batch(image):
+    events = list(segment(_shallow_model(), image, tiles=TileSettings(64, 16, 4)))
+    progress = [e for e in events if isinstance(e, SegmentProgress)]
+    total = len(tile_starts(200, 64, 16)) * len(tile_starts(150, 64, 16))
+    assert progress[-1].done == progress[-1].total == total
+    assert all(0 < b.done - a.done <= 4 for a, b in itertools.pairwise(progress))
+    assert isinstance(events[-1], SegmentationFinished)
+    assert events[-1].result.labels.shape == image.shape[:2]
+
+
+def test_a_stack_is_segmented_image_by_image(image):
+    stack = np.stack([image, image[::-1]])
+    result = run_to_end(segment(_shallow_model(), stack, stack=True, tiles=TileSettings(64, 16)))
+    assert result.labels.shape == stack.shape[:3]
+    single, _ = segment_image(_shallow_model(), image[::-1], tiles=TileSettings(64, 16))
+    np.testing.assert_array_equal(result.labels[1], single)
+
+
+def test_stop_between_tile_batches_keeps_nothing(image):
+    polls = []
+
+    def stop_after_two_batches() -> bool:
+        polls.append(1)
+        return len(polls) > 2
+
+    events = list(
+        segment(
+            _shallow_model(),
+            np.stack([image, image]),
+            stack=True,
+            tiles=TileSettings(64, 16, 2),
+            should_stop=stop_after_two_batches,
+        )
     )
-    assert (
-        calls[-1][0]
-        == calls[-1][1]
-        == len(tile_starts(200, 64, 16)) * len(tile_starts(150, 64, 16))
-    )
+    done = [e.done for e in events if isinstance(e, SegmentProgress)]
+    assert done == [2, 3], "a row of 3 tiles ran as batches of 2 and 1, then the stop was seen"
+    result = events[-1].result
+    assert result.stopped and result.labels is None and result.confidence is None
+    assert "stopped" in result.reason
 
 
 def test_bad_inputs_are_clear_errors(image):
@@ -132,8 +165,8 @@ def test_memory_errors_halve_the_tile_batch(image):
         return original(x)
 
     model.network.forward = picky
-    notices = []
-    labels, _ = segment_image(model, image, tiles=TileSettings(64, 16, 4), on_notice=notices.append)
-    assert labels.shape == image.shape[:2]
+    events = list(segment(model, image, tiles=TileSettings(64, 16, 4)))
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert events[-1].result.labels.shape == image.shape[:2]
     assert any("2 tile" in n for n in notices)
     assert any("1 tile" in n for n in notices)

@@ -10,14 +10,16 @@ import torch
 
 from napari_bloodcells.core.checkpoint import load_checkpoint
 from napari_bloodcells.core.config import preset
+from napari_bloodcells.core.dataset import SegmentationData
 from napari_bloodcells.core.events import (
     BatchEnded,
     EpochEnded,
     Notice,
     TrainingFinished,
     TrainingStarted,
+    run_to_end,
 )
-from napari_bloodcells.core.train import run_to_end, train
+from napari_bloodcells.core.train import train
 from napari_bloodcells.errors import ConfigError, DataError
 
 
@@ -98,12 +100,10 @@ def test_fine_tuning_starts_from_the_given_model(few_cells, tiny_config):
 
 def test_native_mode_trains_on_large_images_by_cropping(tiny_config):
     rng = np.random.default_rng(0)
-    from napari_bloodcells.core.dataset import from_arrays
-
     images = rng.integers(0, 255, (6, 150, 90, 3), dtype=np.uint8)
     masks = rng.integers(0, 3, (6, 150, 90), dtype=np.uint8)
     config = tiny_config.with_changes(mode="native", size=64, dev_fraction=0.34)
-    result = run_to_end(train(config, from_arrays(images, masks)))
+    result = run_to_end(train(config, SegmentationData(list(images), list(masks))))
     assert result.best_epoch == 1
 
 

@@ -6,7 +6,7 @@ imported lazily.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,17 +31,27 @@ def class_colormap(classes: ClassInfo = BLOODCELL_CLASSES) -> DirectLabelColorma
     return DirectLabelColormap(color_dict=colors)
 
 
-def labels_kwargs(name: str, classes: ClassInfo = BLOODCELL_CLASSES, **extra) -> dict:
+CLASSES_KEY = "napari_bloodcells_classes"
+"""Layer metadata key holding the class names and colours of a class-label layer."""
+
+
+def labels_kwargs(
+    name: str,
+    classes: ClassInfo = BLOODCELL_CLASSES,
+    metadata: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """Keyword arguments for a class-index Labels layer.
 
     The ``features`` table names each class, so napari's status bar shows
-    e.g. "nucleus" under the cursor.
+    e.g. "nucleus" under the cursor. ``metadata`` is added to the class
+    record, never replaces it.
     """
     return {
         "name": name,
         "colormap": class_colormap(classes),
         "features": {"index": np.arange(classes.num_classes), "class": list(classes.names)},
         "opacity": 0.5,
-        "metadata": {"napari_bloodcells_classes": classes.to_dict()},
+        "metadata": {**(metadata or {}), CLASSES_KEY: classes.to_dict()},
         **extra,
     }

@@ -12,7 +12,8 @@ import numpy as np
 
 from napari_bloodcells._layers import CITATION, labels_kwargs
 from napari_bloodcells.core.batches import pad_to
-from napari_bloodcells.core.dataset import bloodcell_folder, load_folder
+from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
+from napari_bloodcells.core.dataset import load_folder
 
 if TYPE_CHECKING:
     from napari.types import LayerDataTuple

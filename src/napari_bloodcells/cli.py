@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_bloodcells import __version__
-from napari_bloodcells.errors import BloodcellsError, ConfigError, DataError
+from napari_bloodcells.core.bounds import check_bounds, options_of
+from napari_bloodcells.core.checkpoint import SUFFIX
+from napari_bloodcells.core.config import PRESETS, TrainConfig
+from napari_bloodcells.core.infer import TileSettings
+from napari_bloodcells.core.models import OFFERED_ENCODERS
+from napari_bloodcells.errors import BloodcellsError, ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,9 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data", type=Path, help="folder with images/ and masks/ (default: the blood-cell dataset)"
     )
-    train.add_argument("--preset", default="default", help="default or seed (the notebook)")
+    train.add_argument(
+        "--preset", default="default", choices=list(PRESETS), help="default, or seed (the notebook)"
+    )
     train.add_argument("--arch", help="notebook-unet or an smp architecture (Unet, FPN, ...)")
-    train.add_argument("--encoder", help="smp encoder (resnet18, vgg16, efficientnet-b0, ...)")
+    train.add_argument("--encoder", help=f"smp encoder ({', '.join(OFFERED_ENCODERS[:5])}, ...)")
     train.add_argument("--encoder-weights", help="imagenet, none, or a weights file")
     train.add_argument("--epochs", type=int)
     train.add_argument("--lr", type=float)
@@ -60,9 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--dev-fraction", type=float)
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    train.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    train.add_argument("--precision", choices=options_of(TrainConfig, "precision"))
     train.add_argument("--init", type=Path, help="continue from this model (fine-tuning)")
-    train.add_argument("--out", type=Path, required=True, help="where to save the model (.pt)")
+    train.add_argument(
+        "--out", type=Path, required=True, help=f"where to save the model ({SUFFIX})"
+    )
 
     evaluate = sub.add_parser("evaluate", help="per-class Dice and IoU of a model")
     evaluate.add_argument("model", type=Path)
@@ -81,9 +90,10 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="resize factor before prediction (0.5 halves each side)",
     )
-    segment.add_argument("--tile-size", type=int, default=384)
-    segment.add_argument("--overlap", type=int, default=64)
-    segment.add_argument("--tile-batch", type=int, default=4)
+    tiles = TileSettings()
+    segment.add_argument("--tile-size", type=int, default=tiles.size)
+    segment.add_argument("--overlap", type=int, default=tiles.overlap)
+    segment.add_argument("--tile-batch", type=int, default=tiles.batch)
     segment.add_argument("--device", default="auto")
     return parser
 
@@ -141,22 +151,11 @@ def _file_progress(desc: str):
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from napari_bloodcells.core.dataset import bloodcell_folder
+    from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
 
     folder = bloodcell_folder(args.dest or _default_dest(), _file_progress("download"))
     print(f"Blood-cell dataset ready in {folder}")
     return 0
-
-
-def _load_data(folder: Path | None):
-    from napari_bloodcells.core.dataset import bloodcell_folder, load_folder
-
-    data = load_folder(
-        folder if folder is not None else bloodcell_folder(progress=_file_progress("download"))
-    )
-    for notice in data.notices:
-        print(notice, file=sys.stderr)
-    return data
 
 
 class _StopOnCtrlC:
@@ -185,17 +184,17 @@ class _StopOnCtrlC:
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from napari_bloodcells.core.checkpoint import load_checkpoint
     from napari_bloodcells.core.config import preset
     from napari_bloodcells.core.events import (
         BatchEnded,
+        DataReady,
         EpochEnded,
         Notice,
         TrainingFinished,
         TrainingStarted,
     )
+    from napari_bloodcells.core.jobs import training_job
     from napari_bloodcells.core.report import plot_curves, write_history_json
-    from napari_bloodcells.core.train import train
 
     config = preset(args.preset).with_changes(
         arch=args.arch,
@@ -210,15 +209,24 @@ def _train(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     config.validate()
-    out = args.out if args.out.suffix else args.out.with_suffix(".pt")
+    out = args.out if args.out.suffix else args.out.with_suffix(SUFFIX)
     _check_writable(out)
-    init = load_checkpoint(args.init) if args.init else None
-    data = _load_data(args.data)
     bar = None
     result = None
+    class_names: tuple[str, ...] = ()
     with _StopOnCtrlC() as stop:
-        for event in train(config, data, init=init, should_stop=stop, checkpoint_path=out):
-            if isinstance(event, TrainingStarted):
+        job = training_job(
+            config,
+            args.data,
+            args.init,
+            should_stop=stop,
+            checkpoint_path=out,
+            progress=_file_progress("download"),
+        )
+        for event in job:
+            if isinstance(event, DataReady):
+                class_names = event.classes.names
+            elif isinstance(event, TrainingStarted):
                 print(
                     f"Training on {event.device} ({event.precision}): {event.n_train} train / "
                     f"{event.n_dev} dev images, {event.epochs} epochs."
@@ -234,8 +242,7 @@ def _train(args: argparse.Namespace) -> int:
                 bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}")
             elif isinstance(event, EpochEnded):
                 scores = " ".join(
-                    f"{name} {d:.3f}"
-                    for name, d in zip(data_class_names(init), event.dice, strict=False)
+                    f"{name} {d:.3f}" for name, d in zip(class_names, event.dice, strict=False)
                 )
                 line = (
                     f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f}  "
@@ -292,22 +299,18 @@ def _check_writable(path: Path) -> None:
         ) from exc
 
 
-def data_class_names(init) -> tuple[str, ...]:
-    """Class names for the progress lines."""
-    from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-
-    return (init.classes if init is not None else BLOODCELL_CLASSES).names
-
-
 def _evaluate(args: argparse.Namespace) -> int:
-    from napari_bloodcells.core.checkpoint import load_checkpoint
     from napari_bloodcells.core.dataset import NOTEBOOK_SEED, split_indices
     from napari_bloodcells.core.device import resolve_device
     from napari_bloodcells.core.infer import segment_image
+    from napari_bloodcells.core.jobs import load_model, load_training_data
     from napari_bloodcells.core.metrics import score_labels
+    from napari_bloodcells.errors import DataError
 
-    model = load_checkpoint(args.model, resolve_device(args.device))
-    data = _load_data(args.data)
+    model = load_model(args.model, resolve_device(args.device))
+    data = load_training_data(args.data, _file_progress("download"))
+    for notice in data.notices:
+        print(notice, file=sys.stderr)
     data.check_classes(model.classes.num_classes)
     fraction = float(model.config.get("dev_fraction", 0.2))
     seed = int(model.config.get("split_seed", NOTEBOOK_SEED))
@@ -339,31 +342,27 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from PIL import Image
-
-    from napari_bloodcells.core.checkpoint import atomic_write, load_checkpoint
-    from napari_bloodcells.core.dataset import read_image
     from napari_bloodcells.core.device import resolve_device
-    from napari_bloodcells.core.infer import TileSettings, segment_image
+    from napari_bloodcells.core.events import FileSegmented, Notice
+    from napari_bloodcells.core.jobs import segment_files
 
-    model = load_checkpoint(args.model, resolve_device(args.device))
     tiles = TileSettings(args.tile_size, args.overlap, args.tile_batch)
-    tiles.check(model.spec.input_multiple)
-    missing = [str(p) for p in args.images if not p.is_file()]
-    if missing:
-        raise DataError(f"No such image file: {', '.join(missing[:3])}; check the paths.")
-    args.out.mkdir(parents=True, exist_ok=True)
-    for path in args.images:
-        labels, _ = segment_image(
-            model,
-            read_image(path),
+    check_bounds(tiles)
+    with _StopOnCtrlC() as stop:
+        job = segment_files(
+            args.model,
+            args.images,
+            args.out,
             scale=args.scale,
             tiles=tiles,
-            on_notice=lambda m: print(m, file=sys.stderr),
+            device=resolve_device(args.device),
+            should_stop=stop,
         )
-        target = args.out / f"{path.stem}.png"
-        atomic_write(target, lambda tmp, lab=labels: Image.fromarray(lab).save(tmp, format="PNG"))
-        print(f"{path} -> {target}")
+        for event in job:
+            if isinstance(event, FileSegmented):
+                print(f"{event.source} -> {event.target}")
+            elif isinstance(event, Notice):
+                print(event.message, file=sys.stderr)
     return 0
 
 

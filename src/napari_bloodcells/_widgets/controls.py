@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import Container, Label
+from magicgui.widgets import Container, FileEdit, Label
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 if TYPE_CHECKING:
     from magicgui.widgets import Widget
+
+
+def single_path(edit: FileEdit) -> Path | None:
+    """The one path of a file field, or ``None`` when it is empty."""
+    value = edit.value
+    if value is None or isinstance(value, tuple) or value == Path():
+        return None
+    return Path(value)
 
 
 def status_label(text: str = "") -> Label:
@@ -50,13 +59,17 @@ class VerticalScrollArea(QScrollArea):
 
     def _width(self) -> int:
         # Asked again on every layout pass, so it follows style and content changes.
-        return self.widget().minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+        inner, bar = self.widget(), self.verticalScrollBar()
+        assert inner is not None and bar is not None  # set in __init__
+        return inner.minimumSizeHint().width() + bar.sizeHint().width()
 
     def minimumSizeHint(self) -> QSize:
         return QSize(self._width(), super().minimumSizeHint().height())
 
     def sizeHint(self) -> QSize:
-        return QSize(self._width(), self.widget().sizeHint().height())
+        inner = self.widget()
+        assert inner is not None  # set in __init__
+        return QSize(self._width(), inner.sizeHint().height())
 
 
 def scroll_contents(container: Container) -> QScrollArea:

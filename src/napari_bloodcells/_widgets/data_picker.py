@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING
 
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit
 
-from napari_bloodcells._widgets import session
-from napari_bloodcells._widgets.controls import status_label
-from napari_bloodcells._widgets.jobs import DataLoader, given
+from napari_bloodcells._widgets.controls import single_path, status_label
 from napari_bloodcells._widgets.layer_picker import LayerPicker
 from napari_bloodcells._widgets.layers import training_pairs
-from napari_bloodcells.core.dataset import SegmentationData, bloodcell_folder, load_folder
+from napari_bloodcells._widgets.state import state_of, subscribe
 from napari_bloodcells.errors import DataError
 
 if TYPE_CHECKING:
     import napari
+
+    from napari_bloodcells.core.jobs import TrainingData
 
 FROM_LAYERS = "image and labels layers"
 FROM_FOLDER = "folder (images/, masks/)"
 FROM_SAMPLE = "blood-cell sample dataset"
 FROM_SESSION = "session training set"
 SOURCES = (FROM_LAYERS, FROM_FOLDER, FROM_SAMPLE, FROM_SESSION)
-
-
-def load_sample() -> SegmentationData:
-    """The 300 blood-cell pairs (downloaded on first use)."""
-    return load_folder(bloodcell_folder())
 
 
 class DataPicker(Container):
@@ -46,10 +41,13 @@ class DataPicker(Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self._training_set = state_of(viewer).training_set
         self.source = ComboBox(label="Training data", choices=list(SOURCES))
         self.image_layer = LayerPicker(viewer, "image", label="Image")
         self.labels_layer = LayerPicker(viewer, "labels", label="Labels")
-        self.folder = FileEdit(label="Folder", mode="d", nullable=True)
+        self.folder = FileEdit(
+            label="Folder", mode=FileDialogMode.EXISTING_DIRECTORY, nullable=True
+        )
         self.session_info = status_label()
         self.session_info.label = "Session set"
         super().__init__(
@@ -63,16 +61,17 @@ class DataPicker(Container):
             labels=True,
         )
         self.source.changed.connect(self._update_visible)
-        session.subscribe(session.training_set.changed, self._show_session_size, self.native)
-        self._show_session_size(len(session.training_set))
+        subscribe(self._training_set.changed, self._show_session_size, self.native)
+        self._show_session_size(len(self._training_set))
         self._update_visible()
         self.reset_choices()
 
-    def loader(self) -> tuple[DataLoader, str]:
-        """A loader for the chosen data (run in the worker) and a description of it.
+    def training_data(self) -> tuple[TrainingData, str]:
+        """The chosen data, as :func:`~napari_bloodcells.core.jobs.training_job` takes it.
 
         Layer data are copied here, on the main thread, so the worker never
-        reads a layer.
+        reads a layer; folders and the sample are read by the job, in the
+        worker. Also returns a description of the data.
 
         Raises
         ------
@@ -83,23 +82,23 @@ class DataPicker(Container):
         if source == FROM_LAYERS:
             data = training_pairs(self.image_layer.value, self.labels_layer.value)
             data.check_foreground()
-            return partial(given, data), f"{len(data)} image(s) of '{self.image_layer.value.name}'"
+            return data, f"{len(data)} image(s) of '{self.image_layer.value.name}'"
         if source == FROM_FOLDER:
-            folder = self.folder.value
+            folder = single_path(self.folder)
             if folder is None or not folder.is_dir():
                 raise DataError(
                     "Choose a training folder that holds 'images' and 'masks' subfolders."
                 )
-            return partial(load_folder, folder), f"the pairs in {folder}"
+            return folder, f"the pairs in {folder}"
         if source == FROM_SAMPLE:
-            return load_sample, "the blood-cell dataset"
-        if not len(session.training_set):
+            return None, "the blood-cell dataset"
+        if not len(self._training_set):
             raise DataError(
                 "The session training set is empty; segment an image, correct the labels and "
                 "press 'Add to training set' in the Segment widget first."
             )
-        data = session.training_set.data()
-        return partial(given, data), f"{len(data)} image(s) of the session training set"
+        data = self._training_set.data()
+        return data, f"{len(data)} image(s) of the session training set"
 
     def _update_visible(self, *_: object) -> None:
         source = self.source.value

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
 
-def _kinds(first: str) -> tuple[type, type]:
+def _kinds(first: str) -> tuple[type[Layer], type[Layer]]:
     from napari.layers import Image, Labels
 
     return (Image, Labels) if first == "image" else (Labels, Image)
@@ -46,7 +46,7 @@ class LayerPicker(ComboBox):
         self.changed.connect(self._on_changed)
 
     def _layers(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        layers = list(self._viewer.layers)
+        layers: list[Layer] = list(self._viewer.layers)
         return [
             (layer.name, layer)
             for kind in self._kinds

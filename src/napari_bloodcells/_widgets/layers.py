@@ -90,7 +90,8 @@ def image_input(layer: Layer | None, index: int | None = None) -> ImageInput:
     return ImageInput(array, stack, describe_conversion(array[0] if stack else array))
 
 
-def _check_mask_layer(layer: Layer | None) -> None:
+def _mask_layer(layer: Layer | None) -> Layer:
+    """``layer`` if it can hold class indices; raise otherwise."""
     from napari.layers import Image, Labels
 
     if layer is None:
@@ -105,6 +106,7 @@ def _check_mask_layer(layer: Layer | None) -> None:
             f"The layer '{layer.name}' is a {_kind(layer)} layer of {layer.data.dtype} values; "
             "pick a Labels layer with class indices 0, 1, 2 as the labels."
         )
+    return layer
 
 
 def mask_input(layer: Layer | None, index: int | None = None) -> np.ndarray:
@@ -115,7 +117,7 @@ def mask_input(layer: Layer | None, index: int | None = None) -> np.ndarray:
     DataError
         No layer, a float or RGB layer, or values outside 0..255.
     """
-    _check_mask_layer(layer)
+    layer = _mask_layer(layer)
     data = layer.data if index is None else layer.data[index]
     masks = np.array(data, copy=True)
     if masks.size and (masks.min() < 0 or masks.max() > 255):
@@ -148,8 +150,9 @@ def training_pairs(
         Wrong layer types, shapes that do not match, or label values above the classes.
     """
     _, stack = _image_data(image_layer)
+    assert image_layer is not None  # _image_data refuses None
     index = index if stack else None
-    _check_mask_layer(labels_layer)
+    labels_layer = _mask_layer(labels_layer)
     if index is not None and labels_layer.data.ndim != 3:
         raise DataError(
             f"The image '{image_layer.name}' is a stack but the labels '{labels_layer.name}' "
@@ -186,7 +189,7 @@ def digest(array: np.ndarray) -> str:
     """A fingerprint of ``array``'s shape, type and values."""
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{array.shape}{array.dtype}".encode())
-    h.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+    h.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1).data)
     return h.hexdigest()
 
 

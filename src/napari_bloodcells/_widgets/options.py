@@ -6,23 +6,44 @@ the starting model; choosing a preset fills the widgets from it.
 
 from __future__ import annotations
 
-from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 
-from napari_bloodcells._widgets import session
-from napari_bloodcells._widgets.jobs import ModelLoader, no_model
-from napari_bloodcells.core.checkpoint import load_checkpoint
+from napari_bloodcells._widgets.controls import single_path
+from napari_bloodcells._widgets.state import state_of
+from napari_bloodcells.core.bounds import range_of
+from napari_bloodcells.core.checkpoint import SUFFIX
 from napari_bloodcells.core.config import PRESETS, TrainConfig, preset
-from napari_bloodcells.core.models import NOTEBOOK_UNET, architectures, encoders
+from napari_bloodcells.core.models import NOTEBOOK_UNET, architectures, encoders_for
 from napari_bloodcells.errors import ConfigError
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_bloodcells.core.jobs import ModelSource
 
 FROM_SCRATCH = "nothing (new model)"
 FROM_CURRENT = "current session model"
 FROM_FILE = "checkpoint file"
 WEIGHTS = ("none", "imagenet")
 _DEFAULT_ENCODER = "resnet18"
+
+
+def _spin(
+    kind: type[SpinBox] | type[FloatSpinBox], field: str, label: str, step: float = 1
+) -> SpinBox | FloatSpinBox:
+    """A spin box limited to the :class:`TrainConfig` field's declared range.
+
+    An open end of the range is replaced by the nearest value one ``step``
+    inside it, which the field can display and the engine accepts.
+    """
+    bound = range_of(TrainConfig, field)
+    low = bound.low + step if bound.low_open else bound.low
+    high = bound.high - step if bound.high_open else bound.high
+    return kind(label=label, min=low, max=high, step=step)
 
 
 def device_choices() -> list[str]:
@@ -57,7 +78,8 @@ class TrainOptions(Container):
         The checkpoint to continue from.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self._current = state_of(viewer).current
         self.preset = ComboBox(
             label="Preset",
             choices=list(PRESETS),
@@ -65,24 +87,24 @@ class TrainOptions(Container):
             tooltip="default: the tuned recipe; seed: the reference notebook",
         )
         self.arch = ComboBox(label="Architecture", choices=architectures())
-        encoder_names = encoders()
-        self.encoder = ComboBox(
-            label="Encoder",
-            choices=encoder_names,
-            value=_DEFAULT_ENCODER if _DEFAULT_ENCODER in encoder_names else encoder_names[0],
-        )
+        self.encoder = ComboBox(label="Encoder", choices=self._encoders)
         self.encoder_weights = ComboBox(label="Encoder weights", choices=list(WEIGHTS))
-        self.epochs = SpinBox(label="Epochs", min=1, max=10_000)
+        self.epochs = _spin(SpinBox, "epochs", "Epochs")
         # Five decimals are shown, so 1e-5 is the smallest rate the field can hold exactly.
-        self.lr = FloatSpinBox(label="Learning rate", min=1e-5, max=1.0, step=1e-5)
-        self.batch_size = SpinBox(label="Batch size", min=1, max=1024)
-        self.dev_fraction = FloatSpinBox(label="Dev fraction", min=0.01, max=0.99, step=0.01)
-        self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1)
+        self.lr = _spin(FloatSpinBox, "lr", "Learning rate", step=1e-5)
+        self.batch_size = _spin(SpinBox, "batch_size", "Batch size")
+        self.dev_fraction = _spin(FloatSpinBox, "dev_fraction", "Dev fraction", step=0.01)
+        self.seed = _spin(SpinBox, "seed", "Seed")
         self.device = ComboBox(label="Device", choices=device_choices())
         self.continue_from = ComboBox(
             label="Continue from", choices=[FROM_SCRATCH, FROM_CURRENT, FROM_FILE]
         )
-        self.init_file = FileEdit(label="Checkpoint", mode="r", filter="*.pt", nullable=True)
+        self.init_file = FileEdit(
+            label="Checkpoint",
+            mode=FileDialogMode.EXISTING_FILE,
+            filter=f"*{SUFFIX}",
+            nullable=True,
+        )
         super().__init__(
             widgets=[
                 self.preset,
@@ -101,13 +123,28 @@ class TrainOptions(Container):
             labels=True,
         )
         self.preset.changed.connect(self._on_preset)
-        self.arch.changed.connect(self._update_enabled)
+        self.arch.changed.connect(self._on_arch)
         self.continue_from.changed.connect(self._update_enabled)
         self.apply(preset(self.preset.value))
+
+    def _encoders(self, _widget: object = None) -> list[str]:
+        # The encoders the chosen architecture builds with; the notebook U-Net has none.
+        return encoders_for(self.arch.value) if self.arch.value != NOTEBOOK_UNET else [""]
+
+    def _on_arch(self, *_: object) -> None:
+        previous = self.encoder.value
+        self.encoder.reset_choices()
+        choices = self.encoder.choices
+        if previous in choices:
+            self.encoder.value = previous
+        elif _DEFAULT_ENCODER in choices:
+            self.encoder.value = _DEFAULT_ENCODER
+        self._update_enabled()
 
     def apply(self, config: TrainConfig) -> None:
         """Fill the widgets from ``config``."""
         self.arch.value = config.arch if config.arch in self.arch.choices else "Unet"
+        self._on_arch()
         if config.encoder in self.encoder.choices:
             self.encoder.value = config.encoder
         self.encoder_weights.value = (
@@ -145,8 +182,10 @@ class TrainOptions(Container):
         config.validate()
         return config
 
-    def init_loader(self) -> tuple[ModelLoader, str]:
-        """A loader for the starting model (run in the worker) and a description of it.
+    def starting_model(self) -> tuple[ModelSource | None, str]:
+        """The model to start from, as the training job takes it, and a description of it.
+
+        A checkpoint file is read by the job, in the worker.
 
         Raises
         ------
@@ -155,22 +194,22 @@ class TrainOptions(Container):
         """
         choice = self.continue_from.value
         if choice == FROM_SCRATCH:
-            return no_model, "a new model"
+            return None, "a new model"
         if choice == FROM_CURRENT:
-            model = session.models.model
+            model = self._current.model
             if model is None:
                 raise ConfigError(
                     "There is no current model to continue from; train one first, or set "
                     "'Continue from' to a checkpoint file."
                 )
-            return (lambda: model), "the current session model"
-        path = self.init_file.value
+            return model, "the current session model"
+        path = single_path(self.init_file)
         if path is None or not path.is_file():
             raise ConfigError(
-                "Choose the checkpoint file (.pt) to continue from, or set 'Continue from' to "
-                "nothing."
+                f"Choose the checkpoint file ({SUFFIX}) to continue from, or set 'Continue "
+                "from' to nothing."
             )
-        return partial(load_checkpoint, path), f"the model in {path.name}"
+        return path, f"the model in {path.name}"
 
     def _on_preset(self, name: str) -> None:
         self.apply(preset(name))

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import QSizePolicy
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES, ClassInfo
 
 if TYPE_CHECKING:
+    import napari
     from matplotlib.axes import Axes
     from matplotlib.lines import Line2D
     from qtpy.QtWidgets import QWidget
@@ -30,6 +31,15 @@ TRAIN_COLOR = "#1f77b4"
 DEV_COLOR = "#ff7f0e"
 _HEIGHT_PX = 270
 _FONT_SIZE = 7
+
+
+def _theme_text_color(theme: str) -> str:
+    try:
+        from napari.utils.theme import get_theme
+
+        return str(get_theme(theme).text.as_hex())
+    except Exception:  # an unknown or custom theme: fall back to a light grey
+        return "#dddddd"
 
 
 def class_color(rgba: tuple[float, ...]) -> tuple[float, float, float]:
@@ -70,9 +80,12 @@ class LossPlot(FigureCanvasQTAgg):
         self._text_color = text_color
         self.loss_axes, self.dice_axes = figure.subplots(2, 1, sharex=True)
         figure.subplots_adjust(left=0.14, right=0.98, top=0.93, bottom=0.12, hspace=0.28)
-        for axes, ylabel in ((self.loss_axes, "loss"), (self.dice_axes, "dev Dice")):
-            self._style(axes, ylabel)
-        self.dice_axes.set_xlabel("epoch", fontsize=_FONT_SIZE, color=text_color)
+        self.loss_axes.set_ylabel("loss", fontsize=_FONT_SIZE)
+        self.dice_axes.set_ylabel("dev Dice", fontsize=_FONT_SIZE)
+        self.dice_axes.set_xlabel("epoch", fontsize=_FONT_SIZE)
+        for axes in (self.loss_axes, self.dice_axes):
+            axes.set_facecolor("none")
+            axes.tick_params(labelsize=_FONT_SIZE, length=2)
         self.dice_axes.set_ylim(0.0, 1.03)
         # Whole epochs only, and few of them: the plot is narrow (the x axis is shared).
         self.dice_axes.xaxis.get_major_locator().set_params(integer=True, nbins=6)
@@ -84,15 +97,40 @@ class LossPlot(FigureCanvasQTAgg):
         self._dice_lines: dict[str, Line2D] = {}
         self.reset(BLOODCELL_CLASSES)
 
-    def _style(self, axes: Axes, ylabel: str) -> None:
-        axes.set_facecolor("none")
-        axes.set_ylabel(ylabel, fontsize=_FONT_SIZE, color=self._text_color)
-        axes.tick_params(labelsize=_FONT_SIZE, colors=self._text_color, length=2)
-        for spine in axes.spines.values():
-            spine.set_color(self._text_color)
+    @classmethod
+    def for_viewer(cls, viewer: napari.viewer.Viewer) -> LossPlot:
+        """A plot in the colours of ``viewer``'s theme, following later theme changes."""
+        plot = cls(_theme_text_color(viewer.theme))
+
+        def follow(event: object) -> None:
+            plot.set_text_color(_theme_text_color(viewer.theme))
+
+        viewer.events.theme.connect(follow)
+        plot.destroyed.connect(lambda *_: viewer.events.theme.disconnect(follow))
+        return plot
+
+    @property
+    def text_color(self) -> str:
+        """The colour of axes, ticks, labels and legends."""
+        return self._text_color
+
+    def set_text_color(self, color: str) -> None:
+        """Recolour axes, ticks, labels and legends (e.g. after a theme change)."""
+        self._text_color = color
+        for axes in (self.loss_axes, self.dice_axes):
+            axes.yaxis.label.set_color(color)
+            axes.xaxis.label.set_color(color)
+            axes.tick_params(colors=color)
+            for spine in axes.spines.values():
+                spine.set_color(color)
+            legend = axes.get_legend()
+            if legend is not None:
+                for text in legend.get_texts():
+                    text.set_color(color)
+        self.draw_idle()
 
     def _legend(self, axes: Axes) -> None:
-        legend = axes.legend(
+        axes.legend(
             fontsize=_FONT_SIZE,
             loc="upper left",
             bbox_to_anchor=(0.0, 1.18),
@@ -101,8 +139,6 @@ class LossPlot(FigureCanvasQTAgg):
             handlelength=1.2,
             borderaxespad=0.0,
         )
-        for text in legend.get_texts():
-            text.set_color(self._text_color)
 
     def reset(self, classes: ClassInfo) -> None:
         """Clear the curves and prepare one Dice curve per class of ``classes``."""
@@ -123,6 +159,7 @@ class LossPlot(FigureCanvasQTAgg):
         }
         self._legend(self.loss_axes)
         self._legend(self.dice_axes)
+        self.set_text_color(self._text_color)
         self._redraw()
 
     def add_epoch(self, event: EpochEnded) -> None:

@@ -69,7 +69,7 @@ def _subsample(array: np.ndarray) -> np.ndarray:
 def _pixmap(rgb: np.ndarray) -> QPixmap:
     rgb = np.ascontiguousarray(rgb)
     height, width = rgb.shape[:2]
-    qimage = QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+    qimage = QImage(rgb.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888)
     # QImage borrows rgb's buffer; copy() detaches it before rgb goes away.
     pixmap = QPixmap.fromImage(qimage.copy())
     return pixmap.scaled(

@@ -1,9 +1,11 @@
-"""Start jobs in napari thread workers and report their outcome as notifications.
+"""Start core jobs in napari thread workers and report their outcome as notifications.
 
-Errors follow one rule. A :class:`~napari_bloodcells.errors.BloodcellsError`
+The jobs themselves are the Qt-free generators of
+:mod:`napari_bloodcells.core.jobs`; this module only runs them. Errors follow
+one rule. A :class:`~napari_bloodcells.errors.BloodcellsError`
 is the user's to fix: it is shown as its plain sentence (``show_error``),
 without a traceback, whether it is raised on the main thread (validation) or
-in a worker (:class:`~.jobs.JobFailed`). Anything else is a bug: it goes to
+in a worker (:class:`~napari_bloodcells.core.events.JobFailed`). Anything else is a bug: it goes to
 napari's notification manager with its traceback, and to the log, so it is
 never swallowed.
 """
@@ -12,16 +14,19 @@ from __future__ import annotations
 
 import logging
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from napari.utils import notifications
 
-from napari_bloodcells._widgets.jobs import guarded
+from napari_bloodcells.core.events import JobFailed
+from napari_bloodcells.errors import BloodcellsError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Generator
 
     from napari.qt.threading import GeneratorWorker
+
+R = TypeVar("R")
 
 logger = logging.getLogger("napari_bloodcells")
 
@@ -54,7 +59,35 @@ def report_unexpected(exc: BaseException) -> None:
         manager.receive_error(type(exc), exc, exc.__traceback__)
 
 
-def _guarded_job(job: Callable[..., Any], *args: Any, **kwargs: Any):
+class JobCrashed(Exception):
+    """An unexpected ``RuntimeError`` in a job, re-raised under another type.
+
+    superqt's generator worker takes any ``RuntimeError`` for "the worker was
+    deleted": it turns it into a warning and never emits ``errored`` or
+    ``finished``. torch reports most failures as ``RuntimeError``, so the
+    widget would wait forever; this wrapper keeps the message and the cause.
+    """
+
+
+def guarded(events: Generator[object, None, R]) -> Generator[object, None, R | None]:
+    """Pass ``events`` through; turn a :class:`BloodcellsError` into a final :class:`JobFailed`.
+
+    A user error is then reported as its plain sentence, without a traceback;
+    any other exception propagates to the worker's ``errored`` signal, where
+    napari shows it with its traceback (a ``RuntimeError`` as :class:`JobCrashed`).
+    """
+    try:
+        return (yield from events)
+    except BloodcellsError as exc:
+        yield JobFailed(str(exc))
+        return None
+    except RuntimeError as exc:
+        raise JobCrashed(str(exc) or type(exc).__name__) from exc
+
+
+def _guarded_job(
+    job: Callable[..., Generator[object, None, Any]], *args: Any, **kwargs: Any
+) -> Generator[object, None, Any]:
     return (yield from guarded(job(*args, **kwargs)))
 
 
@@ -98,7 +131,8 @@ def start_job(
     Parameters
     ----------
     job : callable
-        A generator function from :mod:`.jobs`; it must not touch widgets.
+        A generator function from :mod:`napari_bloodcells.core.jobs`; it must
+        not touch widgets.
     on_yielded : callable
         Receives every yielded message, on the main thread.
     on_finished : callable

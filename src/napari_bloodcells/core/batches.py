@@ -60,8 +60,10 @@ def to_tensor_set(data: SegmentationData, prep: Preprocessing) -> TensorSet:
     images, masks, valid = [], [], []
     for image, mask in zip(data.images, data.masks, strict=False):
         if prep.mode == "resize":
-            image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-            mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
+            image = np.asarray(
+                Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
+            )
+            mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
             valid.append((size, size))
         else:
             height, width = mask.shape
@@ -122,7 +124,9 @@ class PatchSampler:
             masks.append(mask)
         return torch.stack(images), torch.stack(masks)
 
-    def _random_crop(self, image, mask, generator):
+    def _random_crop(
+        self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.size
         height, width = mask.shape
         if height < s or width < s:

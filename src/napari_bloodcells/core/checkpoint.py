@@ -14,6 +14,7 @@ import platform
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ from napari_bloodcells.core.classes import ClassInfo
 from napari_bloodcells.core.models import ModelSpec, build_model
 from napari_bloodcells.core.preprocessing import Preprocessing
 from napari_bloodcells.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 FORMAT_NAME = "napari-bloodcells-model"
 FORMAT_VERSION = 1
@@ -52,11 +56,11 @@ class TrainedModel:
     spec: ModelSpec
     classes: ClassInfo
     preprocessing: Preprocessing
-    config: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _versions() -> dict:
+def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": platform.python_version(), "torch": str(torch.__version__)}
@@ -68,7 +72,7 @@ def _versions() -> dict:
     return found
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` then move the result onto ``path`` in one step.
 
     The temporary file sits in the same folder, is flushed to disk before the

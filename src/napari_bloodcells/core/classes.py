@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # Colours follow the reference notebook (cytoplasm lime, nucleus blue); the
 # background is transparent so corrections can be painted over the image.
@@ -36,14 +37,20 @@ class ClassInfo:
         """Number of classes, background included."""
         return len(self.names)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain-type representation, safe for ``torch.load(weights_only=True)``."""
         return {"names": list(self.names), "colors": [list(c) for c in self.colors]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> ClassInfo:
+    def from_dict(cls, d: dict[str, Any]) -> ClassInfo:
         """Inverse of :meth:`to_dict`."""
-        return cls(tuple(d["names"]), tuple(tuple(float(v) for v in c) for c in d["colors"]))
+        colors = tuple(_rgba(c) for c in d["colors"])
+        return cls(tuple(d["names"]), colors)
+
+
+def _rgba(values: list[float]) -> tuple[float, float, float, float]:
+    r, g, b, a = (float(v) for v in values)
+    return (r, g, b, a)
 
 
 BLOODCELL_CLASSES = ClassInfo()

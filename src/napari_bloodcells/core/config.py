@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Annotated, Any
 
+from napari_bloodcells.core.bounds import OneOf, Range, check_bounds
 from napari_bloodcells.core.dataset import NOTEBOOK_SEED
+from napari_bloodcells.core.device import PRECISIONS
 from napari_bloodcells.core.models import NOTEBOOK_UNET, ModelSpec, canonical_arch
 from napari_bloodcells.core.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from napari_bloodcells.errors import ConfigError
@@ -13,6 +17,10 @@ from napari_bloodcells.errors import ConfigError
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run.
+
+    The ranges and choices of the fields are declared on their types
+    (:mod:`~napari_bloodcells.core.bounds`); the widgets and the CLI read them
+    from there.
 
     Attributes
     ----------
@@ -55,24 +63,27 @@ class TrainConfig:
     arch: str = "Unet"
     encoder: str = "resnet18"
     encoder_weights: str = "none"
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    schedule: str = "onecycle"
-    loss: str = "ce+dice"
+    epochs: Annotated[int, Range(1, 10_000, "The number of epochs")] = 30
+    batch_size: Annotated[int, Range(1, 1024, "The batch size")] = 8
+    lr: Annotated[float, Range(0, 1, "The learning rate", low_open=True)] = 2e-3
+    weight_decay: Annotated[float, Range(0, math.inf, "The weight decay")] = 1e-4
+    optimizer: Annotated[str, OneOf(("adam", "adamw"), "The optimizer")] = "adamw"
+    schedule: Annotated[str, OneOf(("constant", "onecycle"), "The schedule")] = "onecycle"
+    loss: Annotated[str, OneOf(("ce", "ce+dice"), "The loss")] = "ce+dice"
     augment: bool = True
-    mode: str = "native"
-    size: int = 128
-    normalize: str = "imagenet"
-    precision: str = "auto"
+    mode: Annotated[str, OneOf(("native", "resize"), "The mode")] = "native"
+    size: Annotated[int, Range(32, 2048, "The patch size", multiple=32)] = 128
+    normalize: Annotated[str, OneOf(("imagenet", "unit"), "Normalisation")] = "imagenet"
+    precision: Annotated[str, OneOf(PRECISIONS, "Precision")] = "auto"
     channels_last: bool = True
-    dev_fraction: float = 0.2
-    split_seed: int = NOTEBOOK_SEED
-    seed: int = 0
+    dev_fraction: Annotated[
+        float,
+        Range(0, 1, "The dev fraction", low_open=True, high_open=True, hint=", e.g. 0.2"),
+    ] = 0.2
+    split_seed: Annotated[int, Range(0, 2**63 - 1, "The split seed")] = NOTEBOOK_SEED
+    seed: Annotated[int, Range(0, 2**31 - 1, "The seed")] = 0
     device: str = "auto"
-    num_preview: int = 3
+    num_preview: Annotated[int, Range(0, 16, "The number of preview images")] = 3
 
     def spec(self, num_classes: int) -> ModelSpec:
         """The network this configuration builds."""
@@ -84,16 +95,16 @@ class TrainConfig:
             return Preprocessing(self.mode, self.size, IMAGENET_MEAN, IMAGENET_STD)
         return Preprocessing(self.mode, self.size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
-    def with_changes(self, **changes) -> TrainConfig:
+    def with_changes(self, **changes: Any) -> TrainConfig:
         """A copy with some fields replaced; ``None`` values are ignored."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain-type representation for JSON reports and checkpoints."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
@@ -101,39 +112,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that is out of range."""
         canonical_arch(self.arch)
-        checks = [
-            (
-                1 <= self.epochs <= 10_000,
-                f"The number of epochs ({self.epochs}) must be 1 to 10000.",
-            ),
-            (
-                1 <= self.batch_size <= 1024,
-                f"The batch size ({self.batch_size}) must be 1 to 1024.",
-            ),
-            (0 < self.lr <= 1, f"The learning rate ({self.lr}) must be above 0 and at most 1."),
-            (self.weight_decay >= 0, "The weight decay must not be negative."),
-            (
-                0 < self.dev_fraction < 1,
-                f"The dev fraction ({self.dev_fraction}) must be between 0 and 1, e.g. 0.2.",
-            ),
-            (self.optimizer in {"adam", "adamw"}, "The optimizer must be adam or adamw."),
-            (
-                self.schedule in {"constant", "onecycle"},
-                "The schedule must be constant or onecycle.",
-            ),
-            (self.loss in {"ce", "ce+dice"}, "The loss must be ce or ce+dice."),
-            (self.mode in {"native", "resize"}, "The mode must be native or resize."),
-            (self.normalize in {"imagenet", "unit"}, "Normalisation must be imagenet or unit."),
-            (self.precision in {"auto", "fp32", "bf16"}, "Precision must be auto, fp32 or bf16."),
-            (
-                32 <= self.size <= 2048 and self.size % 32 == 0,
-                f"The patch size ({self.size}) must be a multiple of 32 between 32 and 2048.",
-            ),
-            (0 <= self.num_preview <= 16, "The preview must show 0 to 16 images."),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_bounds(self)
         if canonical_arch(self.arch) == NOTEBOOK_UNET and self.encoder_weights not in {"", "none"}:
             raise ConfigError(
                 "The notebook U-Net has no pretrained encoder; set encoder weights to 'none'."

@@ -1,16 +1,14 @@
-"""Image/mask pairs: reading folders, converting masks, splitting.
+"""Image/mask pairs: reading image files and folders, splitting.
 
 A :class:`SegmentationData` holds images as ``(H, W, 3) uint8`` arrays and
 masks as ``(H, W) uint8`` class indices, each pair at its native size. It is
-built from a folder (:func:`load_folder`), from napari layer data
-(:func:`from_arrays`), or from the blood-cell dataset (:func:`bloodcell_folder`).
+read from a folder (:func:`load_folder`) or built from napari layers by the
+widgets; the blood-cell dataset's own layout lives in
+:mod:`~napari_bloodcells.core.bloodcell_dataset`.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,17 +17,14 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from napari_bloodcells.core.download import Progress, cache_dir, fetch_raw
 from napari_bloodcells.errors import DataError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff"})
-UPSTREAM_MASK_VALUES = (0, 128, 255)
-"""Grey levels of background, cytoplasm and nucleus in the upstream masks."""
 NOTEBOOK_SEED = 909
-DATASET_FOLDER = "bloodcells_seg"
+"""Seed of the reference notebook's dev split."""
 
 
 @dataclass
@@ -95,39 +90,7 @@ class SegmentationData:
                 )
 
 
-def mask_from_grey(grey: np.ndarray, name: str = "mask") -> np.ndarray:
-    """Convert an upstream 0/128/255 mask to class indices 0/1/2.
-
-    Parameters
-    ----------
-    grey : ndarray
-        ``(H, W)`` integer mask with values in {0, 128, 255}.
-    name : str
-        Used in the error message.
-
-    Returns
-    -------
-    ndarray
-        ``(H, W) uint8`` with 0 background, 1 cytoplasm, 2 nucleus.
-    """
-    grey = np.asarray(grey)
-    if grey.ndim != 2:
-        raise DataError(f"The mask {name} has shape {grey.shape}; a mask must be a 2D image.")
-    lut = np.full(256, 255, dtype=np.uint8)
-    for index, level in enumerate(UPSTREAM_MASK_VALUES):
-        lut[level] = index
-    grey = _as_uint8(grey, f"The mask {name} holds", "upstream masks use 0, 128, 255")
-    classes = lut[grey]
-    if (classes == 255).any():
-        odd = sorted(set(np.unique(grey[classes == 255]).tolist()))[:5]
-        raise DataError(
-            f"The mask {name} holds grey level(s) {odd}; expected only 0, 128 and 255 "
-            "(background, cytoplasm, nucleus)."
-        )
-    return classes
-
-
-def _as_uint8(values: np.ndarray, subject_holds: str, fix: str) -> np.ndarray:
+def as_uint8(values: np.ndarray, subject_holds: str, fix: str) -> np.ndarray:
     """``values`` as uint8, refusing what a cast would change: fractions, NaN, out of 0..255.
 
     ``subject_holds`` starts the error sentence ("The mask x.png holds"); ``fix`` ends it.
@@ -288,42 +251,9 @@ def load_folder(root: str | Path) -> SegmentationData:
     return data
 
 
-def from_arrays(images: np.ndarray, masks: np.ndarray) -> SegmentationData:
-    """Build pairs from napari layer data.
-
-    Parameters
-    ----------
-    images : ndarray
-        ``(H, W, 3)`` or a stack ``(N, H, W, 3)``; any real dtype, see
-        :func:`napari_bloodcells.core.imaging.to_rgb_uint8`.
-    masks : ndarray
-        ``(H, W)`` or ``(N, H, W)`` class indices.
-
-    Returns
-    -------
-    SegmentationData
-    """
-    from napari_bloodcells.core.imaging import to_rgb_uint8
-
-    images, masks = np.asarray(images), np.asarray(masks)
-    if images.ndim == 3 and masks.ndim == 2:
-        images, masks = images[None], masks[None]
-    if images.ndim != 4 or masks.ndim != 3:
-        raise DataError(
-            f"Got an image of shape {images.shape} and labels of shape {masks.shape}; give an "
-            "RGB image (H, W, 3) or stack (N, H, W, 3) with labels (H, W) or (N, H, W)."
-        )
-    if images.shape[:3] != masks.shape:
-        raise DataError(
-            f"The image is {images.shape[:3]} but the labels are {masks.shape}; the labels "
-            "must have the image's shape without its colour axis."
-        )
-    masks = _as_uint8(masks, "The labels hold", "use class indices 0, 1, 2")
-    rgb = [to_rgb_uint8(im) for im in images]
-    return SegmentationData(rgb, list(masks))
-
-
-def split_indices(n: int, dev_fraction: float = 0.2, seed: int = NOTEBOOK_SEED) -> tuple:
+def split_indices(
+    n: int, dev_fraction: float = 0.2, seed: int = NOTEBOOK_SEED
+) -> tuple[list[int], list[int]]:
     """Train and dev indices, drawn exactly as the reference notebook does.
 
     ``torch.utils.data.random_split`` with a generator seeded ``seed`` and
@@ -335,66 +265,12 @@ def split_indices(n: int, dev_fraction: float = 0.2, seed: int = NOTEBOOK_SEED) 
         Train indices and dev indices.
     """
     n_dev = int(dev_fraction * n)
+    # random_split only draws a permutation, so a range is as good as a Dataset.
+    train: torch.utils.data.Subset[int]
+    dev: torch.utils.data.Subset[int]
     train, dev = torch.utils.data.random_split(
-        range(n), [n - n_dev, n_dev], generator=torch.Generator().manual_seed(seed)
+        range(n),  # type: ignore[arg-type]
+        [n - n_dev, n_dev],
+        generator=torch.Generator().manual_seed(seed),
     )
     return list(train.indices), list(dev.indices)
-
-
-def write_pairs(raw: Path, dest: Path) -> Path:
-    """Convert the upstream files into the notebook's layout, atomically.
-
-    Writes ``dest/bloodcells_seg/{images,masks}/all/NNN.png``; masks hold class
-    indices. The folder appears complete or not at all.
-
-    Returns
-    -------
-    Path
-        ``dest/bloodcells_seg``.
-    """
-    final = dest / DATASET_FOLDER
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{DATASET_FOLDER}-", dir=dest))
-    try:
-        (staging / "images" / "all").mkdir(parents=True)
-        (staging / "masks" / "all").mkdir(parents=True)
-        for bmp in sorted((raw / "Dataset 1").glob("*.bmp")):
-            grey = np.asarray(Image.open(bmp.with_suffix(".png")))
-            Image.fromarray(read_image(bmp)).save(staging / "images" / "all" / f"{bmp.stem}.png")
-            Image.fromarray(mask_from_grey(grey, bmp.with_suffix(".png").name)).save(
-                staging / "masks" / "all" / f"{bmp.stem}.png"
-            )
-        if final.exists():
-            old = final.with_name(f".{DATASET_FOLDER}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
-
-
-def bloodcell_folder(dest: Path | None = None, progress: Progress | None = None) -> Path:
-    """The blood-cell dataset in the notebook's layout, downloading it if needed.
-
-    Parameters
-    ----------
-    dest : Path, optional
-        Where to write ``bloodcells_seg``; defaults to the cache folder.
-    progress : callable, optional
-        Passed to :func:`fetch_raw`.
-
-    Returns
-    -------
-    Path
-        The ``bloodcells_seg`` folder, usable with :func:`load_folder`.
-    """
-    dest = dest or cache_dir()
-    final = dest / DATASET_FOLDER
-    if len(list((final / "masks" / "all").glob("*.png"))) == 300:
-        return final
-    raw = fetch_raw(cache=cache_dir(), progress=progress)
-    return write_pairs(raw, dest)

@@ -6,6 +6,9 @@ import torch
 
 from napari_bloodcells.errors import ConfigError
 
+PRECISIONS = ("auto", "fp32", "bf16")
+"""Autocast precisions a user can ask for; "auto" picks by the hardware."""
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"`` into a device.
@@ -42,10 +45,25 @@ def fast_bf16(device: torch.device) -> bool:
     than float32.
     """
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return bool(torch.cuda.is_bf16_supported())
     if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return _cpu_has("_is_avx512_bf16_supported") or _cpu_has("_is_amx_tile_supported")
     return False
+
+
+def _cpu_has(probe: str) -> bool:
+    """Ask one of torch's private CPU-feature probes; a torch without it means "no".
+
+    torch offers no public test for AVX512-BF16 or AMX. A release that renames
+    or drops these probes must fall back to float32, not stop the plugin.
+    """
+    check = getattr(torch.cpu, probe, None)
+    if check is None:
+        return False
+    try:
+        return bool(check())
+    except Exception:  # a probe that exists but fails tells us nothing either
+        return False
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -55,7 +73,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and fast_bf16(device)):
         return torch.bfloat16
     if precision != "auto":
-        raise ConfigError(f"Unknown precision {precision!r}; use auto, fp32 or bf16.")
+        raise ConfigError(f"Unknown precision {precision!r}; use {', '.join(PRECISIONS)}.")
     return None
 
 

@@ -15,6 +15,7 @@ Two environment variables override the defaults:
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -160,7 +161,7 @@ def _explain_failure(fetch_one: Callable[[str], str], name: str, source: str) ->
             f"discarded; the source {source} serves a different or damaged copy."
         ) from exc
     except OSError as exc:
-        if getattr(exc, "errno", None) == 28:  # ENOSPC
+        if getattr(exc, "errno", None) == errno.ENOSPC:
             raise DownloadError(
                 f"The disk is full while saving {name!r}; free some space or set "
                 f"{CACHE_ENV} to a folder on a larger disk."

@@ -1,21 +1,27 @@
-"""Typed progress messages yielded by the training generator.
+"""The one vocabulary of messages that the core's jobs yield.
 
-The widget, the CLI and the tests consume the same stream; every message is a
-small frozen dataclass that is safe to hand from a worker thread to the GUI
-thread.
+Training (:func:`~napari_bloodcells.core.train.train`), segmentation
+(:func:`~napari_bloodcells.core.infer.segment`) and the jobs built on them
+(:mod:`~napari_bloodcells.core.jobs`) are generators of these. The widgets,
+the CLI and the tests consume the same streams; every message is a small
+frozen dataclass that is safe to hand from a worker thread to the GUI thread.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Generator
     from pathlib import Path
 
     import numpy as np
 
     from napari_bloodcells.core.checkpoint import TrainedModel
+    from napari_bloodcells.core.classes import ClassInfo
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class EpochEnded:
     is_best: bool
     preview: tuple[PreviewRow, ...] = ()
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain-type record for JSON reports and checkpoints (without the preview)."""
         return {
             "epoch": self.epoch,
@@ -78,9 +84,28 @@ class EpochEnded:
 
 @dataclass(frozen=True)
 class Notice:
-    """Something the user should know that does not stop training (e.g. a smaller batch)."""
+    """Something the user should know that does not stop the job (e.g. a smaller batch)."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """A job ended with a :class:`~napari_bloodcells.errors.BloodcellsError`.
+
+    ``message`` is its plain sentence; see :func:`~napari_bloodcells.core.jobs.guarded`.
+    """
+
+    message: str
+
+
+@dataclass(frozen=True)
+class DataReady:
+    """The training data and the starting model are loaded; training begins."""
+
+    pairs: int
+    classes: ClassInfo
+    starting_point: str
 
 
 @dataclass(frozen=True)
@@ -105,7 +130,7 @@ class TrainingResult:
     """
 
     model: TrainedModel
-    history: tuple[dict, ...] = field(default=())
+    history: tuple[dict[str, Any], ...] = field(default=())
     best_epoch: int = 0
     stopped_early: bool = False
     reason: str = "Training finished."
@@ -120,3 +145,74 @@ class TrainingFinished:
 
 
 TrainingEvent = TrainingStarted | BatchEnded | EpochEnded | Notice | TrainingFinished
+
+
+@dataclass(frozen=True)
+class SegmentProgress:
+    """Tiles done in the current image. ``index`` counts images (slices, files) from 0."""
+
+    index: int
+    images: int
+    done: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        """Share of the whole job done, 0..1."""
+        within = self.done / self.total if self.total else 1.0
+        return (self.index + within) / self.images
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The outcome of segmenting an image or a stack.
+
+    Attributes
+    ----------
+    labels : ndarray or None
+        ``(H, W)`` or ``(N, H, W) uint8`` class indices; ``None`` when stopped,
+        so that nothing partial is ever shown or written.
+    confidence : ndarray or None
+        The winning class's probability, same shape as ``labels``, when asked for.
+    classes : ClassInfo
+        The model's classes.
+    stopped : bool
+        True if ``should_stop`` ended the job before the last tile.
+    reason : str
+        How it ended, in one sentence.
+    """
+
+    labels: np.ndarray | None
+    confidence: np.ndarray | None
+    classes: ClassInfo
+    stopped: bool = False
+    reason: str = "Segmentation finished."
+
+
+@dataclass(frozen=True)
+class SegmentationFinished:
+    """The last message of a segmentation; carries the result."""
+
+    result: Segmentation
+
+
+@dataclass(frozen=True)
+class FileSegmented:
+    """One input file of a folder job is done and its labels are written."""
+
+    index: int
+    files: int
+    source: Path
+    target: Path
+
+
+SegmentationEvent = SegmentProgress | Notice | SegmentationFinished
+
+
+def run_to_end(events: Generator[Any, None, R]) -> R:
+    """Drain a job's generator and return its result (for scripts and tests)."""
+    while True:
+        try:
+            next(events)
+        except StopIteration as end:
+            return end.value  # type: ignore[no-any-return]

@@ -62,7 +62,8 @@ def to_rgb_uint8(image: np.ndarray, name: str | None = None) -> np.ndarray:
                 f"The float {what} has values from {lo:.3g} to {hi:.3g}; rescale it to 0..1 "
                 "(or convert it to 8-bit) first."
             )
-        return np.round(np.nan_to_num(image) * 255).astype(np.uint8)
+        rounded: np.ndarray = np.round(np.nan_to_num(image) * 255)
+        return rounded.astype(np.uint8)
     if np.issubdtype(image.dtype, np.integer):
         lo, hi = int(image.min()), int(image.max())
         if lo < 0 or hi > 255:

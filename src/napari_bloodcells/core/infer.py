@@ -1,4 +1,11 @@
-"""Apply a trained model to images of any size.
+"""Apply a trained model to images of any size, as a generator of progress events.
+
+:func:`segment` is the one inference loop: the Segment widget's worker, the
+CLI's jobs and the tests drive it, as they drive training. It handles one
+image or a stack, yields :class:`~napari_bloodcells.core.events.SegmentProgress`
+after every tile batch (and a :class:`~napari_bloodcells.core.events.Notice`
+when it has to lower the tile batch), polls ``should_stop`` between tile
+batches, and returns a :class:`~napari_bloodcells.core.events.Segmentation`.
 
 Images no larger than a tile are padded to the network's input multiple and
 predicted in one pass. Larger images are cut into overlapping tiles that are
@@ -10,25 +17,40 @@ with the tile batch and the image width, not with the image area.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import torch
 from PIL import Image
 
 from napari_bloodcells.core.batches import pad_to
-from napari_bloodcells.core.device import autocast_dtype
+from napari_bloodcells.core.bounds import Range
+from napari_bloodcells.core.device import autocast_dtype, release_memory
+from napari_bloodcells.core.events import (
+    Notice,
+    Segmentation,
+    SegmentationEvent,
+    SegmentationFinished,
+    SegmentProgress,
+    run_to_end,
+)
 from napari_bloodcells.core.imaging import to_rgb_uint8
 from napari_bloodcells.core.preprocessing import image_to_tensor
-from napari_bloodcells.errors import ConfigError
+from napari_bloodcells.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Sequence
+
     from napari_bloodcells.core.checkpoint import TrainedModel
 
-ProgressCallback = Callable[[int, int], None]
-NoticeCallback = Callable[[str], None]
+SCALE_RANGE = Range(
+    0.05,
+    20.0,
+    "The scale",
+    hint="; use a factor below 1 when cells look larger than in the training images",
+)
+"""Resize factors :func:`segment` accepts."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +67,9 @@ class TileSettings:
         Tiles per forward pass; bounds peak memory.
     """
 
-    size: int = 384
-    overlap: int = 64
-    batch: int = 4
+    size: Annotated[int, Range(64, 8192, "The tile size")] = 384
+    overlap: Annotated[int, Range(0, 4096, "The tile overlap")] = 64
+    batch: Annotated[int, Range(1, 1024, "The tile batch")] = 4
 
     def check(self, multiple: int) -> None:
         """Raise :class:`ConfigError` if the settings cannot work with this model."""
@@ -63,6 +85,10 @@ class TileSettings:
             )
         if self.batch < 1:
             raise ConfigError("The tile batch must be at least 1.")
+
+    def for_size(self, size: int) -> TileSettings:
+        """These settings with another tile size, the overlap kept below a quarter of it."""
+        return TileSettings(size, min(self.overlap, size // 4), self.batch)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -98,37 +124,32 @@ def _is_memory_error(exc: BaseException) -> bool:
 
 
 class _Runner:
-    """Forward passes with normalisation, autocast and halving on memory errors."""
+    """Forward passes with normalisation and autocast; halves the tile batch on memory errors."""
 
     def __init__(
-        self,
-        model: TrainedModel,
-        device: torch.device | None,
-        precision: str,
-        on_notice: NoticeCallback | None,
+        self, model: TrainedModel, device: torch.device | None, precision: str, batch: int
     ) -> None:
         self.model = model
         self.device = device or next(model.network.parameters()).device
         self.dtype = autocast_dtype(precision, self.device)
-        self.on_notice = on_notice
+        self.batch = batch
         model.network.to(self.device).eval()
 
-    def probabilities(self, batch: torch.Tensor, max_batch: int) -> tuple[torch.Tensor, int]:
-        """Softmax of ``(N, 3, H, W) uint8``; returns the probabilities and the batch size used."""
-        while True:
-            try:
-                parts = [
-                    self._forward(batch[i : i + max_batch]) for i in range(0, len(batch), max_batch)
-                ]
-                return torch.cat(parts), max_batch
-            except (RuntimeError, torch.OutOfMemoryError) as exc:
-                if not _is_memory_error(exc) or max_batch == 1:
-                    raise
-                max_batch //= 2
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if self.on_notice:
-                    self.on_notice(f"Ran out of memory; retrying with {max_batch} tile(s) at once.")
+    def probabilities(self, tiles: torch.Tensor) -> Generator[Notice, None, torch.Tensor | None]:
+        """Softmax of ``(N, 3, H, W) uint8`` tiles, or ``None`` after lowering the batch.
+
+        On a memory error the tile batch is halved and a notice yielded; the
+        caller then retries with :attr:`batch` tiles.
+        """
+        try:
+            return self._forward(tiles)
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            if not _is_memory_error(exc) or len(tiles) == 1:
+                raise
+            self.batch = max(1, min(len(tiles) - 1, self.batch // 2))
+            release_memory(self.device)
+            yield Notice(f"Ran out of memory; retrying with {self.batch} tile(s) at once.")
+            return None
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         x = self.model.preprocessing.normalize(batch.to(self.device))
@@ -142,23 +163,69 @@ class _Runner:
         return torch.softmax(logits.float(), dim=1).cpu()
 
 
+@dataclass(frozen=True)
+class _Band:
+    """Probabilities ``(K, rows, W)`` of the image rows from ``top`` on."""
+
+    top: int
+    probs: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _TilesDone:
+    done: int
+    total: int
+
+
+def _tile_probabilities(
+    runner: _Runner,
+    tiles: list[torch.Tensor],
+    count: list[int],
+    total: int,
+    should_stop: Callable[[], bool],
+) -> Generator[Notice | _TilesDone, None, list[torch.Tensor] | None]:
+    """Probabilities of ``tiles`` in batches, polling ``should_stop`` before each batch.
+
+    ``count`` holds the tiles done so far in the image and is advanced in place.
+    Returns ``None`` when stopped.
+    """
+    parts: list[torch.Tensor] = []
+    cursor = 0
+    while cursor < len(tiles):
+        if should_stop():
+            return None
+        chunk = tiles[cursor : cursor + runner.batch]
+        probs = yield from runner.probabilities(torch.stack(chunk))
+        if probs is None:
+            continue  # the batch was halved: retry this chunk smaller
+        parts.extend(probs)
+        cursor += len(chunk)
+        count[0] += len(chunk)
+        yield _TilesDone(count[0], total)
+    return parts
+
+
 def _probability_bands(
     runner: _Runner,
     image: np.ndarray,
     tiles: TileSettings,
-    progress: ProgressCallback | None,
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(row, probabilities)`` bands that together cover the image, top to bottom."""
+    should_stop: Callable[[], bool],
+) -> Generator[_Band | _TilesDone | Notice, None, bool]:
+    """Yield bands of probabilities that cover the image top to bottom, with progress.
+
+    Returns False if ``should_stop`` ended it early.
+    """
     height, width = image.shape[:2]
     multiple = runner.model.spec.input_multiple
     if height <= tiles.size and width <= tiles.size:
         ph, pw = -(-height // multiple) * multiple, -(-width // multiple) * multiple
-        padded = image_to_tensor(pad_to(image, ph, pw))[None]
-        probs, _ = runner.probabilities(padded, 1)
-        if progress:
-            progress(1, 1)
-        yield 0, probs[0, :, :height, :width]
-        return
+        whole = yield from _tile_probabilities(
+            runner, [image_to_tensor(pad_to(image, ph, pw))], [0], 1, should_stop
+        )
+        if whole is None:
+            return False
+        yield _Band(0, whole[0][:, :height, :width])
+        return True
     tiles.check(multiple)
     t = tiles.size
     padded = pad_to(image, t, t)
@@ -169,62 +236,120 @@ def _probability_bands(
     k = runner.model.spec.num_classes
     acc = torch.zeros(k, t, pw)
     wsum = torch.zeros(1, t, pw)
-    top, batch_size, done = ys[0], tiles.batch, 0
+    top, count, total = ys[0], [0], len(xs) * len(ys)
     for y in ys:
         if y > top:  # rows above `y` receive no more tiles: emit them and slide the window
             shift = y - top
-            yield top, acc[:, :shift] / wsum[:, :shift]
+            yield _Band(top, (acc[:, :shift] / wsum[:, :shift])[:, :, :width])
             acc = torch.cat([acc[:, shift:], torch.zeros(k, shift, pw)], dim=1)
             wsum = torch.cat([wsum[:, shift:], torch.zeros(1, shift, pw)], dim=1)
             top = y
-        crops = torch.stack([image_to_tensor(padded[y : y + t, x : x + t]) for x in xs])
-        probs, batch_size = runner.probabilities(crops, batch_size)
-        for x, p in zip(xs, probs, strict=False):
+        crops = [image_to_tensor(padded[y : y + t, x : x + t]) for x in xs]
+        probs = yield from _tile_probabilities(runner, crops, count, total, should_stop)
+        if probs is None:
+            return False
+        for x, p in zip(xs, probs, strict=True):
             acc[:, :, x : x + t] += p * weight
             wsum[:, :, x : x + t] += weight
-        done += len(xs)
-        if progress:
-            progress(done, len(xs) * len(ys))
     last = min(t, height - top)
-    yield top, acc[:, :last] / wsum[:, :last]
+    yield _Band(top, (acc[:, :last] / wsum[:, :last])[:, :, :width])
+    return True
 
 
-def _crop_width(bands: Iterator[tuple[int, torch.Tensor]], width: int):
-    for top, probs in bands:
-        yield top, probs[:, :, :width]
+def _working_size(model: TrainedModel, size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The (height, width) the network sees for an image of ``size`` at ``scale``."""
+    height, width = size
+    if model.preprocessing.mode == "resize":
+        return model.preprocessing.size, model.preprocessing.size
+    if scale != 1.0:
+        return max(1, round(height * scale)), max(1, round(width * scale))
+    return height, width
 
 
 def _resized(model: TrainedModel, image: np.ndarray, scale: float) -> np.ndarray:
-    if model.preprocessing.mode == "resize":
-        size = model.preprocessing.size
-        return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-    if scale != 1.0:
-        height, width = image.shape[:2]
-        new = (max(1, round(width * scale)), max(1, round(height * scale)))
-        return np.asarray(Image.fromarray(image).resize(new, Image.BILINEAR))
-    return image
+    height, width = _working_size(model, (image.shape[0], image.shape[1]), scale)
+    if (height, width) == image.shape[:2]:
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
-def segment_image(
-    model: TrainedModel,
+def _segment_one(
+    runner: _Runner,
     image: np.ndarray,
+    scale: float,
+    tiles: TileSettings,
+    confidence: bool,
+    index: int,
+    images: int,
+    should_stop: Callable[[], bool],
+) -> Generator[SegmentationEvent, None, tuple[np.ndarray, np.ndarray | None] | None]:
+    """Labels (and confidence) of one 2D image, or ``None`` when stopped."""
+    rgb = to_rgb_uint8(image)
+    height, width = rgb.shape[:2]
+    work = _resized(runner.model, rgb, scale)
+    wh, ww = work.shape[:2]
+    labels = np.empty((wh, ww), dtype=np.uint8)
+    conf = np.empty((wh, ww), dtype=np.float32) if confidence else None
+    bands = _probability_bands(runner, work, tiles, should_stop)
+    while True:
+        try:
+            message = next(bands)
+        except StopIteration as end:
+            finished = bool(end.value)
+            break
+        if isinstance(message, _Band):
+            best, winner = message.probs.max(dim=0)
+            rows = slice(message.top, message.top + message.probs.shape[1])
+            labels[rows] = winner.numpy()
+            if conf is not None:
+                conf[rows] = best.numpy()
+        elif isinstance(message, _TilesDone):
+            yield SegmentProgress(index, images, message.done, message.total)
+        else:
+            yield message
+    if not finished:
+        return None
+    if (wh, ww) != (height, width):  # np.array, not asarray: PIL's buffers are read-only
+        labels = np.array(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
+        if conf is not None:
+            conf = np.array(
+                Image.fromarray(conf).resize((width, height), Image.Resampling.BILINEAR)
+            )
+    return labels, conf
+
+
+def _slices(images: np.ndarray | Sequence[np.ndarray], stack: bool) -> list[np.ndarray] | None:
+    if not stack:
+        return None
+    if len(images) == 0:
+        raise DataError("The stack holds no images; open at least one image.")
+    return [np.asarray(images[i]) for i in range(len(images))]
+
+
+def segment(
+    model: TrainedModel,
+    images: np.ndarray | Sequence[np.ndarray],
     *,
+    stack: bool = False,
     scale: float = 1.0,
     tiles: TileSettings | None = None,
     device: torch.device | None = None,
     precision: str = "auto",
     confidence: bool = False,
-    progress: ProgressCallback | None = None,
-    on_notice: NoticeCallback | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Class labels (and optionally confidence) for one 2D image.
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[SegmentationEvent, None, Segmentation]:
+    """Segment one 2D image or every image of a stack, yielding progress events.
 
     Parameters
     ----------
     model : TrainedModel
         The model to apply.
-    image : ndarray
-        ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``; see :func:`to_rgb_uint8`.
+    images : ndarray or sequence of ndarray
+        One image ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` (see
+        :func:`~napari_bloodcells.core.imaging.to_rgb_uint8`), or with
+        ``stack=True`` a stack whose first axis indexes the images.
+    stack : bool
+        Whether ``images`` is a stack.
     scale : float
         Resize factor applied before prediction when the magnification differs
         from the training data (0.5 halves each side); labels are returned at
@@ -237,10 +362,71 @@ def segment_image(
         Autocast precision; "auto" uses bf16 where it is natively fast.
     confidence : bool
         Also return the winning class's probability per pixel.
-    progress : callable, optional
-        ``progress(done, total)`` in tiles.
-    on_notice : callable, optional
-        Receives messages such as a tile batch reduced after a memory error.
+    should_stop : callable, optional
+        Polled before every tile batch; when it returns True the job ends with
+        ``stopped=True`` and no labels.
+
+    Yields
+    ------
+    SegmentProgress, Notice, SegmentationFinished
+
+    Returns
+    -------
+    Segmentation
+        Also carried by the final :class:`SegmentationFinished` event.
+    """
+    SCALE_RANGE.check(scale)
+    tiles = tiles or TileSettings()
+    should_stop = should_stop or (lambda: False)
+    slices = _slices(images, stack)
+    items = slices if slices is not None else [np.asarray(images)]
+    runner = _Runner(model, device, precision, tiles.batch)
+    labels: list[np.ndarray] = []
+    confs: list[np.ndarray] = []
+    for index, image in enumerate(items):
+        outcome = yield from _segment_one(
+            runner, image, scale, tiles, confidence, index, len(items), should_stop
+        )
+        if outcome is None:
+            where = f" at image {index + 1} of {len(items)}" if len(items) > 1 else ""
+            result = Segmentation(
+                None, None, model.classes, True, f"Segmentation stopped{where}; nothing was kept."
+            )
+            yield SegmentationFinished(result)
+            return result
+        labels.append(outcome[0])
+        if outcome[1] is not None:
+            confs.append(outcome[1])
+    if slices is None:
+        result = Segmentation(labels[0], confs[0] if confs else None, model.classes)
+    else:
+        result = Segmentation(_stacked(labels), _stacked(confs) if confs else None, model.classes)
+    yield SegmentationFinished(result)
+    return result
+
+
+def _stacked(arrays: list[np.ndarray]) -> np.ndarray:
+    if len({a.shape for a in arrays}) > 1:  # a stack of differing sizes: pad, as layers do
+        height = max(a.shape[0] for a in arrays)
+        width = max(a.shape[1] for a in arrays)
+        return np.stack([pad_to(a, height, width, 0) for a in arrays])
+    return np.stack(arrays)
+
+
+def segment_image(
+    model: TrainedModel,
+    image: np.ndarray,
+    *,
+    scale: float = 1.0,
+    tiles: TileSettings | None = None,
+    device: torch.device | None = None,
+    precision: str = "auto",
+    confidence: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class labels (and optionally confidence) of one 2D image: :func:`segment`, drained.
+
+    For scripts, evaluation and tests that need no progress. See
+    :func:`segment` for the parameters.
 
     Returns
     -------
@@ -249,26 +435,19 @@ def segment_image(
     confidence : ndarray or None
         ``(H, W) float32`` in 0..1 when requested.
     """
-    if not np.isfinite(scale) or not 0.05 <= scale <= 20:
-        raise ConfigError(f"The scale {scale} is out of range; use a factor between 0.05 and 20.")
-    rgb = to_rgb_uint8(image)
-    height, width = rgb.shape[:2]
-    work = _resized(model, rgb, scale)
-    runner = _Runner(model, device, precision, on_notice)
-    wh, ww = work.shape[:2]
-    labels = np.empty((wh, ww), dtype=np.uint8)
-    conf = np.empty((wh, ww), dtype=np.float32) if confidence else None
-    bands = _crop_width(_probability_bands(runner, work, tiles or TileSettings(), progress), ww)
-    for top, probs in bands:
-        best, winner = probs.max(dim=0)
-        labels[top : top + probs.shape[1]] = winner.numpy()
-        if conf is not None:
-            conf[top : top + probs.shape[1]] = best.numpy()
-    if (wh, ww) != (height, width):
-        labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
-        if conf is not None:
-            conf = np.asarray(Image.fromarray(conf).resize((width, height), Image.BILINEAR))
-    return labels, conf
+    result = run_to_end(
+        segment(
+            model,
+            image,
+            scale=scale,
+            tiles=tiles,
+            device=device,
+            precision=precision,
+            confidence=confidence,
+        )
+    )
+    assert result.labels is not None  # nothing asks this run to stop
+    return result.labels, result.confidence
 
 
 def predict_probabilities(
@@ -281,10 +460,19 @@ def predict_probabilities(
 ) -> np.ndarray:
     """Class probabilities ``(K, H, W) float32`` at the network's working size.
 
-    Holds the whole probability map in memory; use :func:`segment_image` for
-    very large images.
+    Holds the whole probability map in memory; use :func:`segment` for very
+    large images.
     """
     rgb = _resized(model, to_rgb_uint8(image), 1.0)
-    runner = _Runner(model, device, precision, None)
-    bands = _probability_bands(runner, rgb, tiles or TileSettings(), None)
-    return torch.cat([p[:, :, : rgb.shape[1]] for _, p in bands], dim=1).numpy()
+    tiles = tiles or TileSettings()
+    runner = _Runner(model, device, precision, tiles.batch)
+    bands = [m.probs for m in _drain(_probability_bands(runner, rgb, tiles, lambda: False))]
+    return torch.cat(bands, dim=1).numpy()
+
+
+def _drain(
+    messages: Generator[_Band | _TilesDone | Notice, None, bool],
+) -> Generator[_Band, None, None]:
+    for message in messages:
+        if isinstance(message, _Band):
+            yield message

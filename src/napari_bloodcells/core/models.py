@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -20,17 +21,51 @@ NOTEBOOK_UNET = "notebook-unet"
 """Architecture name of the reference notebook's U-Net."""
 
 
+OFFERED_ENCODERS: tuple[str, ...] = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v2",
+    "efficientnet-b0",
+    "mit_b0",
+)
+"""Encoders the widgets offer: small enough to train on a laptop, and each one
+trained for a step with every architecture it is offered with
+(``tests/test_models.py``). The CLI accepts any smp encoder name."""
+
+_UNOFFERED_ARCHITECTURES = {
+    # Only timm ViT encoders ("tu-vit..."), none of which is offered.
+    "DPT": "it needs a vision-transformer encoder",
+    # Its pyramid attention pools 1/32 of the input three more times: patches of
+    # 128 px (the default, and larger than every blood-cell image) shrink to nothing.
+    "PAN": "it needs input patches of at least 256 px",
+}
+_UNSUPPORTED_PAIRS = frozenset({("Linknet", "mit_b0"), ("UnetPlusPlus", "mit_b0")})
+"""Offered encoders that smp refuses for an offered architecture."""
+
+
 def architectures() -> list[str]:
-    """Every architecture name accepted by :func:`build_model`."""
-    return [NOTEBOOK_UNET, *sorted(_smp_architectures())]
+    """The architectures offered: the notebook U-Net and every smp one that trains here."""
+    return [
+        NOTEBOOK_UNET,
+        *sorted(a for a in _smp_architectures() if a not in _UNOFFERED_ARCHITECTURES),
+    ]
+
+
+def encoders_for(arch: str) -> list[str]:
+    """The offered encoders that build with architecture ``arch``."""
+    canonical = canonical_arch(arch)
+    if canonical == NOTEBOOK_UNET:
+        return []
+    return [e for e in OFFERED_ENCODERS if (canonical, e) not in _UNSUPPORTED_PAIRS]
 
 
 def encoders() -> list[str]:
-    """Every segmentation-models-pytorch encoder name."""
+    """Every segmentation-models-pytorch encoder name (accepted by :func:`build_model`)."""
     return list(smp.encoders.get_encoder_names())
 
 
-def _smp_architectures() -> dict[str, type]:
+def _smp_architectures() -> dict[str, type[nn.Module]]:
     return {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
 
 
@@ -45,16 +80,17 @@ class _ELUFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         out = x.clamp_max(0).exp_().sub_(1).add_(x.clamp_min(0))
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (out,) = ctx.saved_tensors
         # d ELU / dx is 1 where x > 0 and exp(x) = out + 1 elsewhere.
-        return grad * out.clamp_max(0).add_(1)
+        result: torch.Tensor = grad * out.clamp_max(0).add_(1)
+        return result
 
 
 class ELU(nn.ELU):
@@ -67,7 +103,8 @@ class ELU(nn.ELU):
         """Apply ELU to ``x``."""
         if x.device.type != "cpu":  # one fused kernel on accelerators: already fast
             return nn.functional.elu(x)
-        return _ELUFunction.apply(x)
+        result: torch.Tensor = _ELUFunction.apply(x)
+        return result
 
 
 class ConvBlock(nn.Sequential):
@@ -120,7 +157,8 @@ class NotebookUNet(nn.Module):
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 # He normal, as Keras' kernel_initializer="he_normal" in the notebook.
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel class logits ``(N, num_classes, H, W)``; H and W divisible by 16."""
@@ -132,7 +170,8 @@ class NotebookUNet(nn.Module):
         x = self.bottleneck(x)
         for up, block, skip in zip(self.up, self.decoder, reversed(skips), strict=False):
             x = block(torch.cat([up(x), skip], dim=1))
-        return self.head(x)
+        logits: torch.Tensor = self.head(x)
+        return logits
 
 
 @dataclass(frozen=True)
@@ -162,12 +201,12 @@ class ModelSpec:
         """Input height and width must be multiples of this."""
         return 16 if self.arch == NOTEBOOK_UNET else 32
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain-type representation for checkpoints."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> ModelSpec:
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         """Inverse of :meth:`to_dict`."""
         return cls(**{k: d[k] for k in ("arch", "encoder", "num_classes", "in_channels")})
 
@@ -178,6 +217,12 @@ def canonical_arch(name: str) -> str:
         return NOTEBOOK_UNET
     for canonical in _smp_architectures():
         if canonical.lower() == name.lower():
+            if canonical in _UNOFFERED_ARCHITECTURES:
+                raise ConfigError(
+                    f"The {canonical} architecture is not offered because "
+                    f"{_UNOFFERED_ARCHITECTURES[canonical]}; choose one of: "
+                    f"{', '.join(architectures())}."
+                )
             return canonical
     raise ConfigError(
         f"Unknown architecture {name!r}; choose one of: {', '.join(architectures())}."
@@ -230,24 +275,36 @@ def build_model(spec: ModelSpec, encoder_weights: str | Path | None = None) -> n
         "in_channels": spec.in_channels,
         "classes": spec.num_classes,
     }
-    if encoder_weights == "imagenet":
-        try:
-            return cls(encoder_weights="imagenet", **kwargs)
-        except KeyError as exc:
-            raise ConfigError(
-                f"The encoder {spec.encoder!r} has no ImageNet weights; set encoder weights "
-                "to 'none'."
-            ) from exc
-        except Exception as exc:  # huggingface_hub / requests raise many unrelated types
-            raise DownloadError(
-                f"Could not download the ImageNet weights for the {spec.encoder} encoder "
-                f"({type(exc).__name__}); connect to the internet once so they are cached, "
-                "or pass a local weights file as encoder weights."
-            ) from exc
-    model = cls(encoder_weights=None, **kwargs)
-    if encoder_weights is not None:
+    imagenet = encoder_weights == "imagenet"
+    model = _construct(cls, arch, spec.encoder, imagenet, kwargs)
+    if encoder_weights is not None and not imagenet:
         load_encoder_weights(model, Path(encoder_weights))
     return model
+
+
+def _construct(
+    cls: type[nn.Module], arch: str, encoder: str, imagenet: bool, kwargs: dict[str, object]
+) -> nn.Module:
+    """Build an smp model, turning its refusals and download failures into one sentence."""
+    try:
+        return cls(encoder_weights="imagenet" if imagenet else None, **kwargs)
+    except ValueError as exc:  # smp's word on an encoder this architecture cannot use
+        raise ConfigError(
+            f"The {arch} architecture cannot use the {encoder} encoder ({exc}); choose "
+            f"another encoder, e.g. {', '.join(encoders_for(arch)[:3])}."
+        ) from exc
+    except KeyError as exc:
+        raise ConfigError(
+            f"The encoder {encoder!r} has no ImageNet weights; set encoder weights to 'none'."
+        ) from exc
+    except Exception as exc:  # huggingface_hub / requests raise many unrelated types
+        if not imagenet:
+            raise
+        raise DownloadError(
+            f"Could not download the ImageNet weights for the {encoder} encoder "
+            f"({type(exc).__name__}); connect to the internet once so they are cached, "
+            "or pass a local weights file as encoder weights."
+        ) from exc
 
 
 def load_encoder_weights(model: nn.Module, path: Path) -> None:
@@ -275,8 +332,11 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
             f"Cannot read encoder weights from {path} ({type(exc).__name__}); save them "
             "with torch.save(encoder.state_dict(), path)."
         ) from exc
+    encoder = model.encoder
     try:
-        model.encoder.load_state_dict(state)
+        if not isinstance(encoder, nn.Module):
+            raise TypeError("the model has no encoder")
+        encoder.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise ConfigError(
             f"The weights in {path} do not fit the model's encoder; they must be a state_dict "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,14 +43,14 @@ class Preprocessing:
         std = torch.tensor(self.std, device=batch.device).view(1, -1, 1, 1)
         return (batch - mean) / std
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain-type representation for checkpoints."""
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> Preprocessing:
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         """Inverse of :meth:`to_dict`."""
         return cls(d["mode"], int(d["size"]), tuple(d["mean"]), tuple(d["std"]))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from napari_bloodcells.core.checkpoint import atomic_write
 
@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def write_history_json(history: Sequence[dict], path: Path, extra: dict | None = None) -> Path:
+def write_history_json(
+    history: Sequence[dict[str, Any]], path: Path, extra: dict[str, Any] | None = None
+) -> Path:
     """Write per-epoch records (and ``extra`` top-level fields) as JSON, atomically."""
     payload = {**(extra or {}), "epochs": list(history)}
 
@@ -24,7 +26,7 @@ def write_history_json(history: Sequence[dict], path: Path, extra: dict | None =
     return path
 
 
-def plot_curves(history: Sequence[dict], class_names: Sequence[str], path: Path) -> Path:
+def plot_curves(history: Sequence[dict[str, Any]], class_names: Sequence[str], path: Path) -> Path:
     """Draw train/dev loss and per-class dev Dice against the epoch into a PNG."""
     from matplotlib.figure import Figure  # no pyplot: works without any GUI backend
 

@@ -13,8 +13,9 @@ import contextlib
 import copy
 import math
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -105,7 +106,13 @@ class _DevSet:
         )
         self.num_preview = min(num_preview, len(data))
 
-    def evaluate(self, model: TrainedModel, objective: _Objective, autocast, device):
+    def evaluate(
+        self,
+        model: TrainedModel,
+        objective: _Objective,
+        autocast: Callable[[], AbstractContextManager[object]],
+        device: torch.device,
+    ) -> tuple[float, ConfusionMatrix, tuple[PreviewRow, ...]]:
         """Return (mean loss, confusion matrix, preview rows)."""
         k = model.spec.num_classes
         cm = ConfusionMatrix(k)
@@ -210,7 +217,8 @@ def train(
         network = build_model(spec, config.encoder_weights)
         model = TrainedModel(network, spec, classes, config.preprocessing())
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    network.to(device=device, memory_format=memory_format)
+    network.to(device=device)
+    network.to(memory_format=memory_format)
     model.config = config.to_dict()
 
     sampler = PatchSampler(data.subset(train_idx), model.preprocessing)
@@ -226,7 +234,7 @@ def train(
             optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
         )
 
-    def autocast():
+    def autocast() -> AbstractContextManager[object]:
         return (
             torch.autocast(device.type, dtype=dtype)
             if dtype is not None
@@ -251,7 +259,7 @@ def train(
 
     best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     best_score, best_epoch = -math.inf, 0
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     reason, stopped, diverged = "Training finished.", False, False
 
     def keep_if_best(score: float, epoch: int) -> bool:
@@ -268,6 +276,7 @@ def train(
     def save(candidate: TrainedModel) -> Notice | None:
         """Write ``candidate`` to ``checkpoint_path``; a failure is told once, not raised."""
         nonlocal saved, save_failed
+        assert checkpoint_path is not None
         try:
             save_checkpoint(candidate, checkpoint_path)
         except CheckpointError as exc:
@@ -306,7 +315,7 @@ def train(
                     with autocast():
                         logits = network(images)
                     loss = objective(logits.float(), masks)
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]
                 except (RuntimeError, torch.OutOfMemoryError) as exc:
                     if not _is_memory_error(exc) or batch_size == 1:
                         raise
@@ -381,15 +390,7 @@ def train(
         best_epoch,
         stopped,
         reason,
-        Path(checkpoint_path) if saved else None,
+        Path(checkpoint_path) if saved and checkpoint_path is not None else None,
     )
     yield TrainingFinished(result)
     return result
-
-
-def run_to_end(events: Generator[TrainingEvent, None, TrainingResult]) -> TrainingResult:
-    """Drain a training generator and return its result (for scripts and tests)."""
-    for event in events:
-        if isinstance(event, TrainingFinished):
-            return event.result
-    raise RuntimeError("training ended without a result")  # pragma: no cover

@@ -1,0 +1,237 @@
+"""The jobs that the CLI and the widgets share, as generators of core events.
+
+A job loads what it needs (the training data, the starting model, a
+checkpoint), then runs the engine's generator and passes its events on. The
+CLI iterates a job in the foreground; a widget runs the same job in a napari
+thread worker. Nothing here imports napari or Qt, and nothing is written
+twice: loading data, resolving the model to start from and segmenting a stack
+or a list of files each happen here and only here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
+from napari_bloodcells.core.checkpoint import TrainedModel, atomic_write, load_checkpoint
+from napari_bloodcells.core.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.dataset import SegmentationData, load_folder, read_image
+from napari_bloodcells.core.device import resolve_device
+from napari_bloodcells.core.events import (
+    DataReady,
+    FileSegmented,
+    Notice,
+    SegmentationEvent,
+    SegmentationFinished,
+    SegmentProgress,
+    TrainingEvent,
+    TrainingResult,
+)
+from napari_bloodcells.core.infer import TileSettings, segment
+from napari_bloodcells.core.train import train
+from napari_bloodcells.errors import DataError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Sequence
+
+    import numpy as np
+    import torch
+
+    from napari_bloodcells.core.config import TrainConfig
+    from napari_bloodcells.core.download import Progress
+    from napari_bloodcells.core.events import Segmentation
+
+TrainingData = SegmentationData | Path | None
+"""Pairs already in memory, a folder with ``images/`` and ``masks/``, or ``None``
+for the blood-cell dataset (downloaded on first use)."""
+ModelSource = TrainedModel | Path
+"""A model in memory, or a checkpoint file to read."""
+
+
+def load_training_data(source: TrainingData, progress: Progress | None = None) -> SegmentationData:
+    """The training pairs of ``source`` (see :data:`TrainingData`).
+
+    Parameters
+    ----------
+    source : SegmentationData, Path or None
+        What to train on.
+    progress : callable, optional
+        ``progress(done, total)`` in files while the dataset downloads.
+
+    Raises
+    ------
+    DataError, DownloadError
+        The folder cannot be read, or the dataset cannot be fetched.
+    """
+    if isinstance(source, SegmentationData):
+        return source
+    if source is None:
+        return load_folder(bloodcell_folder(progress=progress))
+    return load_folder(source)
+
+
+def load_model(source: ModelSource, device: torch.device | str | None = None) -> TrainedModel:
+    """``source`` as a model: as it is, or read from its checkpoint onto ``device``.
+
+    ``device`` defaults to the best one here (``resolve_device("auto")``).
+
+    Raises
+    ------
+    CheckpointError
+        The file is missing, damaged or not a napari-bloodcells model.
+    """
+    if isinstance(source, TrainedModel):
+        return source
+    return load_checkpoint(source, device=device or resolve_device("auto"))
+
+
+def training_job(
+    config: TrainConfig,
+    data: TrainingData,
+    init: ModelSource | None = None,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_path: Path | None = None,
+    progress: Progress | None = None,
+) -> Generator[TrainingEvent | DataReady, None, TrainingResult]:
+    """Load the data and the starting model, then train, yielding the engine's events.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Settings, validated here before anything is loaded.
+    data : SegmentationData, Path or None
+        See :func:`load_training_data`.
+    init : TrainedModel or Path, optional
+        The model to fine-tune; ``None`` trains a new one.
+    should_stop : callable, optional
+        Polled between batches.
+    checkpoint_path : Path, optional
+        Where the best model is kept, atomically, while training.
+    progress : callable, optional
+        Download progress of the blood-cell dataset.
+
+    Yields
+    ------
+    DataReady, then the events of :func:`~napari_bloodcells.core.train.train`.
+    """
+    config.validate()
+    pairs = load_training_data(data, progress)
+    start = None if init is None else load_model(init, "cpu")
+    yield DataReady(
+        len(pairs),
+        start.classes if start is not None else BLOODCELL_CLASSES,
+        "a new model" if start is None else f"a {start.spec.arch} model",
+    )
+    return (
+        yield from train(
+            config, pairs, init=start, should_stop=should_stop, checkpoint_path=checkpoint_path
+        )
+    )
+
+
+def segmentation_job(
+    source: ModelSource,
+    images: np.ndarray,
+    *,
+    stack: bool,
+    scale: float = 1.0,
+    tiles: TileSettings | None = None,
+    confidence: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[SegmentationEvent, None, Segmentation]:
+    """Load the model, then segment one image or a stack (see :func:`~.infer.segment`)."""
+    model = load_model(source)
+    return (
+        yield from segment(
+            model,
+            images,
+            stack=stack,
+            scale=scale,
+            tiles=tiles,
+            confidence=confidence,
+            should_stop=should_stop,
+        )
+    )
+
+
+def output_paths(images: Sequence[Path], out: Path) -> list[Path]:
+    """Where :func:`segment_files` writes each image's labels: ``out/<stem>.png``.
+
+    Raises
+    ------
+    DataError
+        Two inputs would be written to the same file (``a/x.png`` and
+        ``b/x.tif``), so one would silently replace the other.
+    """
+    targets = [out / f"{path.stem}.png" for path in images]
+    seen: dict[Path, Path] = {}
+    for path, target in zip(images, targets, strict=True):
+        if target in seen:
+            raise DataError(
+                f"{seen[target]} and {path} would both be written to {target}; rename one of "
+                "them or segment them into different --out folders."
+            )
+        seen[target] = path
+    return targets
+
+
+def segment_files(
+    source: ModelSource,
+    images: Sequence[Path],
+    out: Path,
+    *,
+    scale: float = 1.0,
+    tiles: TileSettings | None = None,
+    device: torch.device | str | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[SegmentationEvent | FileSegmented, None, list[Path]]:
+    """Segment image files one by one, writing ``out/<stem>.png`` label images atomically.
+
+    Every path is checked, and every output name, before any work starts.
+
+    Returns
+    -------
+    list of Path
+        The label files written (fewer than the inputs when stopped).
+
+    Raises
+    ------
+    DataError
+        A missing input file, or two inputs with the same output name.
+    """
+    missing = [str(p) for p in images if not Path(p).is_file()]
+    if missing:
+        raise DataError(f"No such image file: {', '.join(missing[:3])}; check the paths.")
+    targets = output_paths(images, out)
+    model = load_model(source, device)
+    tiles = tiles or TileSettings()
+    tiles.check(model.spec.input_multiple)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for index, (path, target) in enumerate(zip(images, targets, strict=True)):
+        run = segment(model, read_image(path), scale=scale, tiles=tiles, should_stop=should_stop)
+        result = None
+        for event in run:
+            if isinstance(event, SegmentationFinished):
+                result = event.result
+            elif isinstance(event, SegmentProgress):  # count files, not slices
+                yield SegmentProgress(index, len(images), event.done, event.total)
+            else:
+                yield event
+        if result is None or result.labels is None:
+            yield Notice(f"Stopped before {path}; {len(written)} file(s) were written.")
+            break
+        write_labels(result.labels, target)
+        written.append(target)
+        yield FileSegmented(index, len(images), path, target)
+    return written
+
+
+def write_labels(labels: np.ndarray, path: Path) -> Path:
+    """Write class indices as a PNG, atomically."""
+    from PIL import Image
+
+    atomic_write(path, lambda tmp: Image.fromarray(labels).save(tmp, format="PNG"))
+    return path
