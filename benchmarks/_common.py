@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
-from napari_bloodcells.core.dataset import SegmentationData, load_folder
+from napari_bloodcells.core.jobs import load_training_data
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from napari_bloodcells.core.dataset import SegmentationData
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "segmentation_WBC"
 
@@ -20,7 +21,7 @@ def bloodcell_data() -> SegmentationData:
     """All 300 pairs; reads ../shared when present so no download is needed."""
     if SHARED.is_dir():
         os.environ.setdefault("NAPARI_BLOODCELLS_DATA_URL", str(SHARED))
-    return load_folder(bloodcell_folder())
+    return load_training_data(None)
 
 
 def median(values: list[float]) -> float:

@@ -5,7 +5,8 @@ plugin manifest, opens the blood-cell sample and walks through the
 correct-and-retrain loop like a user, saving one picture per step into
 docs/images/:
 
-    overview.png                    both widgets, the sample and its segmentation
+    overview.png                    both widgets, the sample and its segmentation by a trained
+                                    model (--model), or by the short run below without one
     1-sample.png                    the sample opened, widgets docked
     2-train.png                     a short training run: progress, curves, preview
     3-segment.png                   the prediction as a Labels layer
@@ -13,11 +14,13 @@ docs/images/:
     5-add-to-training-set.png       the corrected slice added to the session set
     6-fine-tune.png                 fine-tuned, segmented again: a new layer beside the painted one
 
-To keep it quick the sample is cut to its first 24 images and training runs 2
-epochs of the ``seed`` preset on the CPU. Run it under a virtual display large
-enough for the window:
+To keep it quick the sample is cut to its first 24 images and the walkthrough's
+training runs 2 epochs of the ``seed`` preset on the CPU. The overview shows what
+a trained model does: pass the checkpoint of a full default-preset run
+(``napari-bloodcells train --out default.pt``). Run it under a virtual display
+large enough for the window:
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/screenshots.py
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/screenshots.py --model default.pt
 
 The dataset is read from ../shared when present (as the tests do), else
 downloaded once into the cache.
@@ -25,6 +28,7 @@ downloaded once into the cache.
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import sys
@@ -126,7 +130,10 @@ def densest(mask: np.ndarray, radius: int) -> tuple[int, int]:
     return int(row), int(col)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--model", type=Path, help="a trained checkpoint for overview.png")
+    args = parser.parse_args(argv)
     if SHARED.is_dir():
         os.environ.setdefault("NAPARI_BLOODCELLS_DATA_URL", str(SHARED))
     OUT.mkdir(exist_ok=True)
@@ -135,6 +142,7 @@ def main() -> None:
     from qtpy.QtCore import Qt
 
     from napari_bloodcells._widgets.data_picker import FROM_LAYERS
+    from napari_bloodcells._widgets.segment_widget import MODEL_CURRENT, MODEL_FILE
 
     viewer = napari.Viewer(title="napari-bloodcells", show=True)
     viewer.window._qt_window.resize(*WINDOW)
@@ -176,6 +184,19 @@ def main() -> None:
     dismiss_notifications(viewer)
     save(viewer, "1-sample.png")
 
+    if args.model is not None:
+        # The overview: the sample segmented by a fully trained model, read from its file.
+        segment.model_source.value = MODEL_FILE
+        segment.model_file.value = args.model
+        truth.visible = False
+        trained = wait_for_result(segment.run_finished, segment.segment)
+        viewer.layers.selection.active = trained
+        dismiss_notifications(viewer)
+        save(viewer, "overview.png")
+        viewer.layers.remove(trained)
+        truth.visible = True
+        segment.model_source.value = MODEL_CURRENT
+
     # 2. Train briefly: progress, loss and Dice curves, preview of dev predictions.
     wait_for_result(train.run_finished, train.start)
     dismiss_notifications(viewer)
@@ -191,9 +212,10 @@ def main() -> None:
     viewer.layers.selection.active = predicted
     dismiss_notifications(viewer)
     save(viewer, "3-segment.png")
-    train.scroll_area.ensureWidgetVisible(train.plot, 0, 60)
-    save(viewer, "overview.png")
-    train.scroll_area.verticalScrollBar().setValue(0)
+    if args.model is None:
+        train.scroll_area.ensureWidgetVisible(train.plot, 0, 60)
+        save(viewer, "overview.png")
+        train.scroll_area.verticalScrollBar().setValue(0)
 
     # 4. Correct: on the slice where most nucleus was missed, paint a disc of
     #    nucleus (class 2) with the label brush where the miss is densest.

@@ -107,6 +107,7 @@ def _kill_after(proc: subprocess.Popen, seen, delay: float = 0.0) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.stdout.close()
 
 
 _SAVE_FOREVER = textwrap.dedent(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,67 @@ def test_npe2_validate_passes():
     assert "valid" in done.stdout
 
 
-def test_manifest_in_package_is_the_root_manifest():
-    import napari_bloodcells
+def _site_packages(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3*/site-packages"))
 
-    packaged = Path(napari_bloodcells.__file__).with_name("napari.yaml")
-    root = Path(__file__).resolve().parents[1] / "napari.yaml"
-    assert packaged.read_text() == root.read_text()
+
+def test_the_built_wheel_carries_the_root_manifest(tmp_path):
+    """Build the wheel, install it in a fresh venv, and let npe2 find its manifest.
+
+    Under an editable install the package's napari.yaml is a symlink to the
+    root file, so comparing the two proves nothing; the wheel must carry a copy.
+    The venv gets the wheel alone; the other packages (npe2 and its
+    dependencies) are borrowed from this environment without this plugin, so
+    nothing is downloaded.
+    """
+    root = Path(__file__).resolve().parents[1]
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+        + ["-w", str(wheels), str(root)],
+        check=True,
+        capture_output=True,
+    )
+    [wheel] = wheels.glob("napari_bloodcells-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True
+    )
+    site = _site_packages(venv)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q"]
+        + ["--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    # Everything this environment has, except this plugin, through symbolic links.
+    borrowed = tmp_path / "borrowed"
+    borrowed.mkdir()
+    here = Path(npe2.__file__).resolve().parents[1]
+    for entry in here.iterdir():
+        if "napari_bloodcells" not in entry.name and entry.suffix != ".pth":
+            (borrowed / entry.name).symlink_to(entry)
+    (site / "zz-borrowed.pth").write_text(f"{borrowed}\n")
+
+    installed = site / "napari_bloodcells" / "napari.yaml"
+    assert installed.is_file() and not installed.is_symlink()
+    assert installed.read_text() == (root / "napari.yaml").read_text()
+    probe = (
+        "import json, npe2; pm = npe2.PluginManager(); pm.discover(); "
+        "m = pm.get_manifest('napari-bloodcells'); "
+        "print(json.dumps({'manifest': m.model_dump(mode='json', exclude={'package_metadata'})}))"
+    )
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = npe2.PluginManifest.from_file(root / "napari.yaml").model_dump(
+        mode="json", exclude={"package_metadata"}
+    )
+    assert found["manifest"]["contributions"] == expected["contributions"]
+    assert found["manifest"]["display_name"] == expected["display_name"]

@@ -56,6 +56,11 @@ def to_rgb_uint8(image: np.ndarray, name: str | None = None) -> np.ndarray:
     if image.dtype == np.bool_:
         return image.astype(np.uint8) * 255
     if np.issubdtype(image.dtype, np.floating):
+        if image.size and not np.isfinite(image).any():
+            raise DataError(
+                f"The float {what} holds no finite values (all NaN or infinite); check how it "
+                "was made or exported."
+            )
         lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
         if lo < 0.0 or hi > 1.0:
             raise DataError(
