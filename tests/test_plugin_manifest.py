@@ -53,8 +53,10 @@ def test_the_built_wheel_carries_the_root_manifest(tmp_path):
     root = Path(__file__).resolve().parents[1]
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(wheels), str(root)],
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"),
+            *("-w", str(wheels), str(root)),
+        ],
         check=True,
         capture_output=True,
     )
@@ -65,8 +67,10 @@ def test_the_built_wheel_carries_the_root_manifest(tmp_path):
     )
     site = _site_packages(venv)
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q"]
-        + ["--target", str(site), str(wheel)],
+        [
+            *(sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q"),
+            *("--target", str(site), str(wheel)),
+        ],
         check=True,
         capture_output=True,
     )
