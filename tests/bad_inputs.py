@@ -13,8 +13,13 @@ OFFLINE_URL = "http://127.0.0.1:9/"
 """A closed loopback port: requests fail at once, standing in for "no network"."""
 
 
-def untrained_model(names: tuple[str, ...] = ("background", "cytoplasm", "nucleus")):
-    """A notebook U-Net with fixed random weights and the given classes: fast to build and apply."""
+def untrained_model(
+    names: tuple[str, ...] = ("background", "cytoplasm", "nucleus"), *, native: bool = False
+):
+    """A notebook U-Net with fixed random weights and the given classes: fast to build and apply.
+
+    Like the seed preset it resizes every image to 128 px, unless ``native``.
+    """
     import torch
 
     from napari_bloodcells.core.checkpoint import TrainedModel
@@ -31,7 +36,8 @@ def untrained_model(names: tuple[str, ...] = ("background", "cytoplasm", "nucleu
         )
     )
     spec = ModelSpec(NOTEBOOK_UNET, "", classes.num_classes)
-    return TrainedModel(build_model(spec).eval(), spec, classes, preset("seed").preprocessing())
+    prep = preset("seed").with_changes(mode="native" if native else "resize").preprocessing()
+    return TrainedModel(build_model(spec).eval(), spec, classes, prep)
 
 
 class BadInputs:

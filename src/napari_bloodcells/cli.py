@@ -68,7 +68,24 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     train.add_argument("--precision", choices=options_of(TrainConfig, "precision"))
-    train.add_argument("--init", type=Path, help="continue from this model (fine-tuning)")
+    train.add_argument(
+        "--scale",
+        type=float,
+        help="resize the training pairs by this factor first, as segment --scale does",
+    )
+    train.add_argument(
+        "--init",
+        type=Path,
+        help="continue from this model (fine-tuning); without --epochs the fine-tune "
+        "schedule is used: a step budget, replay of the model's own data, and the "
+        "starting model kept unless it is beaten",
+    )
+    train.add_argument(
+        "--replay",
+        default="auto",
+        help="with --init: 'auto' replays the data the model was trained on, 'none' "
+        "replays nothing, or a folder with images/ and masks/ (default: auto)",
+    )
     train.add_argument(
         "--out", type=Path, required=True, help=f"where to save the model ({SUFFIX})"
     )
@@ -86,9 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--out", type=Path, required=True, help="output folder")
     segment.add_argument(
         "--scale",
-        type=float,
+        type=_scale,
         default=1.0,
-        help="resize factor before prediction (0.5 halves each side)",
+        help="resize factor before prediction (0.5 halves each side), or 'auto' to "
+        "estimate it per image from the cells' size",
     )
     tiles = TileSettings()
     segment.add_argument("--tile-size", type=int, default=tiles.size)
@@ -96,6 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--tile-batch", type=int, default=tiles.batch)
     segment.add_argument("--device", default="auto")
     return parser
+
+
+def _scale(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,6 +217,7 @@ def _train(args: argparse.Namespace) -> int:
         DataReady,
         EpochEnded,
         Notice,
+        ScheduleChosen,
         TrainingFinished,
         TrainingStarted,
     )
@@ -207,7 +235,10 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         precision=args.precision,
+        scale=args.scale,
     )
+    if args.init is not None and args.epochs is None:
+        config = config.with_changes(schedule="finetune")
     config.validate()
     out = args.out if args.out.suffix else args.out.with_suffix(SUFFIX)
     _check_writable(out)
@@ -220,6 +251,7 @@ def _train(args: argparse.Namespace) -> int:
             args.data,
             args.init,
             should_stop=stop,
+            replay=None if args.replay == "none" else args.replay,
             checkpoint_path=out,
             progress=_file_progress("download"),
         )
@@ -250,6 +282,8 @@ def _train(args: argparse.Namespace) -> int:
                     f"{event.seconds:.1f} s{'  *best' if event.is_best else ''}"
                 )
                 (bar.write if bar is not None else print)(line)
+            elif isinstance(event, ScheduleChosen):
+                print(event.description)
             elif isinstance(event, Notice):
                 print(event.message, file=sys.stderr)
             elif isinstance(event, TrainingFinished):
@@ -343,7 +377,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _segment(args: argparse.Namespace) -> int:
     from napari_bloodcells.core.device import resolve_device
-    from napari_bloodcells.core.events import FileSegmented, Notice
+    from napari_bloodcells.core.events import FileSegmented, Notice, ScaleChosen
     from napari_bloodcells.core.jobs import segment_files
 
     tiles = TileSettings(args.tile_size, args.overlap, args.tile_batch)
@@ -359,7 +393,11 @@ def _segment(args: argparse.Namespace) -> int:
             should_stop=stop,
         )
         for event in job:
-            if isinstance(event, FileSegmented):
+            if isinstance(event, ScaleChosen):
+                print(f"{event.name}: scale {event.scale:g}")
+                if event.message:
+                    print(event.message, file=sys.stderr)
+            elif isinstance(event, FileSegmented):
                 print(f"{event.source} -> {event.target}")
             elif isinstance(event, Notice):
                 print(event.message, file=sys.stderr)

@@ -22,6 +22,7 @@ from torch import nn
 from napari_bloodcells.core.classes import ClassInfo
 from napari_bloodcells.core.models import ModelSpec, build_model
 from napari_bloodcells.core.preprocessing import Preprocessing
+from napari_bloodcells.core.scale import SizeModel
 from napari_bloodcells.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class TrainedModel:
         The training configuration, as plain types.
     metrics : dict
         Final scores and history, as plain types.
+    size_model : SizeModel or None
+        Estimates the resize factor of new images (:mod:`~napari_bloodcells.core.scale`).
     """
 
     network: nn.Module
@@ -58,6 +61,7 @@ class TrainedModel:
     preprocessing: Preprocessing
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    size_model: SizeModel | None = None
 
 
 def _versions() -> dict[str, str]:
@@ -114,6 +118,7 @@ def save_checkpoint(model: TrainedModel, path: str | Path) -> Path:
         "preprocessing": model.preprocessing.to_dict(),
         "config": model.config,
         "metrics": model.metrics,
+        "size_model": None if model.size_model is None else model.size_model.to_dict(),
         "versions": _versions(),
         "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
     }
@@ -181,6 +186,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Tra
             preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
             config=payload.get("config", {}),
             metrics=payload.get("metrics", {}),
+            size_model=(
+                SizeModel.from_dict(payload["size_model"]) if payload.get("size_model") else None
+            ),
         )
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise CheckpointError(

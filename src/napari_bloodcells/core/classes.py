@@ -15,6 +15,12 @@ CLASS_COLORS: tuple[tuple[float, float, float, float], ...] = (
 )
 IGNORE_INDEX = 255
 """Mask value for pixels that carry no label (padding); never a class."""
+UNLABELLED = IGNORE_INDEX
+"""The label a user paints for "not labelled": the loss and the scores skip these pixels.
+
+Partial labels use it: correct part of an image, or paint a few strokes of
+background, cytoplasm and nucleus on a layer that is otherwise all 255.
+"""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ widgets; the blood-cell dataset's own layout lives in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from napari_bloodcells.core.classes import UNLABELLED
 from napari_bloodcells.errors import DataError
 
 if TYPE_CHECKING:
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff"})
 NOTEBOOK_SEED = 909
 """Seed of the reference notebook's dev split."""
+MIN_SIDE = 32
+"""Smallest image side the networks take (their input multiple at most)."""
 
 
 @dataclass
@@ -68,19 +72,59 @@ class SegmentationData:
             [self.names[i] for i in indices],
         )
 
+    def __add__(self, other: SegmentationData) -> SegmentationData:
+        """The pairs of both, ``self`` first."""
+        return SegmentationData(
+            self.images + other.images,
+            self.masks + other.masks,
+            self.names + other.names,
+            self.notices + other.notices,
+        )
+
+    def rescaled(self, scale: float, minimum: int = MIN_SIDE) -> SegmentationData:
+        """Every pair resized by ``scale``: images bilinear, masks nearest (labels kept).
+
+        Raises
+        ------
+        DataError
+            An image would end up smaller than ``minimum`` pixels a side.
+        """
+        if scale == 1.0:
+            return self
+        images, masks = [], []
+        for name, image, mask in zip(self.names, self.images, self.masks, strict=True):
+            height, width = mask.shape
+            size = (round(width * scale), round(height * scale))
+            if min(size) < minimum:
+                least = math.ceil(100 * minimum / min(height, width)) / 100
+                raise DataError(
+                    f"At scale {scale} the image {name} becomes {size[0]}x{size[1]} pixels, "
+                    f"smaller than the {minimum}-pixel minimum the model needs; use a scale "
+                    f"of at least {least:.2f}."
+                )
+            images.append(
+                np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+            )
+            masks.append(np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST)))
+        return SegmentationData(images, masks, list(self.names), list(self.notices))
+
     def check_foreground(self) -> None:
-        """Raise :class:`DataError` if every mask is background only: nothing to learn from."""
-        if not any(m.any() for m in self.masks):
+        """Raise :class:`DataError` if no mask has a labelled cell pixel: nothing to learn from."""
+        if not any(((m > 0) & (m != UNLABELLED)).any() for m in self.masks):
             raise DataError(
                 "The labels are all background (0); paint some cytoplasm (1) and nucleus (2) "
                 "before training."
             )
 
     def check_classes(self, num_classes: int) -> None:
-        """Raise :class:`DataError` if a mask holds a value outside ``0..num_classes-1``."""
+        """Raise :class:`DataError` if a mask holds a value outside ``0..num_classes-1``.
+
+        :data:`~napari_bloodcells.core.classes.UNLABELLED` marks pixels left out of
+        training (partial labels) and is allowed.
+        """
         for name, mask in zip(self.names, self.masks, strict=False):
             values = np.unique(mask)
-            bad = values[values >= num_classes]
+            bad = values[(values >= num_classes) & (values != UNLABELLED)]
             if bad.size:
                 shown = ", ".join(str(v) for v in bad[:5])
                 raise DataError(

@@ -68,10 +68,13 @@ class EpochEnded:
     seconds: float
     is_best: bool
     preview: tuple[PreviewRow, ...] = ()
+    reference_dice: float | None = None
+    """Fine-tuning: mean foreground Dice on the replay's dev images (forgetting check)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type record for JSON reports and checkpoints (without the preview)."""
         return {
+            "reference_dice": self.reference_dice,
             "epoch": self.epoch,
             "train_loss": self.train_loss,
             "dev_loss": self.dev_loss,
@@ -87,6 +90,14 @@ class Notice:
     """Something the user should know that does not stop the job (e.g. a smaller batch)."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class ScheduleChosen:
+    """How a fine-tune will run (step budget, replay, model selection), in one sentence."""
+
+    description: str
+    replay: bool
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,8 @@ class TrainingResult:
     saved_to : Path or None
         The checkpoint file holding ``model``, if one was asked for and could
         be written.
+    kept_start : bool
+        A fine-tune whose rounds did not beat the starting model: ``model`` is it.
     """
 
     model: TrainedModel
@@ -135,6 +148,7 @@ class TrainingResult:
     stopped_early: bool = False
     reason: str = "Training finished."
     saved_to: Path | None = None
+    kept_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,7 +158,9 @@ class TrainingFinished:
     result: TrainingResult
 
 
-TrainingEvent = TrainingStarted | BatchEnded | EpochEnded | Notice | TrainingFinished
+TrainingEvent = (
+    TrainingStarted | BatchEnded | EpochEnded | Notice | ScheduleChosen | TrainingFinished
+)
 
 
 @dataclass(frozen=True)
@@ -204,6 +220,19 @@ class FileSegmented:
     files: int
     source: Path
     target: Path
+
+
+@dataclass(frozen=True)
+class ScaleChosen:
+    """``scale="auto"``: the factor estimated for one image (see :mod:`~.scale`).
+
+    ``message`` is one sentence when no cell was found and 1.0 is used, else "".
+    """
+
+    index: int
+    name: str
+    scale: float
+    message: str = ""
 
 
 SegmentationEvent = SegmentProgress | Notice | SegmentationFinished

@@ -326,6 +326,27 @@ def _slices(images: np.ndarray | Sequence[np.ndarray], stack: bool) -> list[np.n
     return [np.asarray(images[i]) for i in range(len(images))]
 
 
+def _check_geometry(
+    model: TrainedModel, images: np.ndarray | Sequence[np.ndarray], stack: bool, scale: float
+) -> None:
+    """Refuse what a model that resizes every image (the ``seed`` preset) cannot do."""
+    if model.preprocessing.mode != "resize":
+        return
+    size = model.preprocessing.size
+    if scale != 1.0:
+        raise ConfigError(
+            f"This model resizes every image to {size}x{size} (the seed preset), so a scale "
+            "does not apply; use scale 1, or a default-preset model, which keeps the pixel size."
+        )
+    first = np.asarray(images[0]) if stack else np.asarray(images)
+    if max(first.shape[:2]) > 4 * size:
+        raise ConfigError(
+            f"This model resizes every image to {size}x{size} (the seed preset), so this "
+            f"{first.shape[1]}x{first.shape[0]} image would be squashed; crop it to single "
+            "cells, or use a default-preset model, which tiles large images."
+        )
+
+
 def segment(
     model: TrainedModel,
     images: np.ndarray | Sequence[np.ndarray],
@@ -376,9 +397,10 @@ def segment(
         Also carried by the final :class:`SegmentationFinished` event.
     """
     SCALE_RANGE.check(scale)
+    slices = _slices(images, stack)
+    _check_geometry(model, images, stack, scale)
     tiles = tiles or TileSettings()
     should_stop = should_stop or (lambda: False)
-    slices = _slices(images, stack)
     items = slices if slices is not None else [np.asarray(images)]
     runner = _Runner(model, device, precision, tiles.batch)
     labels: list[np.ndarray] = []

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
 from napari_bloodcells.core.checkpoint import TrainedModel, atomic_write, load_checkpoint
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
@@ -22,20 +24,22 @@ from napari_bloodcells.core.events import (
     DataReady,
     FileSegmented,
     Notice,
+    ScaleChosen,
     SegmentationEvent,
     SegmentationFinished,
     SegmentProgress,
     TrainingEvent,
     TrainingResult,
 )
-from napari_bloodcells.core.infer import TileSettings, segment
+from napari_bloodcells.core.imaging import to_rgb_uint8
+from napari_bloodcells.core.infer import SCALE_RANGE, TileSettings, segment
+from napari_bloodcells.core.scale import ScaleEstimate, estimate_scale
 from napari_bloodcells.core.train import train
-from napari_bloodcells.errors import DataError
+from napari_bloodcells.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Sequence
 
-    import numpy as np
     import torch
 
     from napari_bloodcells.core.config import TrainConfig
@@ -86,11 +90,65 @@ def load_model(source: ModelSource, device: torch.device | str | None = None) ->
     return load_checkpoint(source, device=device or resolve_device("auto"))
 
 
+BLOODCELL_SOURCE = "bloodcells"
+"""``TrainConfig.data_source`` of models trained on the blood-cell dataset."""
+REPLAY_AUTO = "auto"
+"""Replay what the starting model records it was trained on."""
+
+
+def data_source_of(data: TrainingData) -> str:
+    """What ``TrainConfig.data_source`` records for ``data``: a later fine-tune replays it."""
+    if data is None:
+        return BLOODCELL_SOURCE
+    if isinstance(data, Path):
+        return str(data.resolve())
+    return ""  # pairs copied from layers: nothing on disk to replay
+
+
+def load_replay(
+    start: TrainedModel, choice: str | Path | None, progress: Progress | None = None
+) -> SegmentationData | None:
+    """The starting model's own training pairs, replayed while fine-tuning.
+
+    Parameters
+    ----------
+    start : TrainedModel
+        The model being fine-tuned.
+    choice : "auto", a folder, or None
+        ``"auto"`` replays what ``start`` records (the blood-cell dataset or
+        its training folder); a folder replays that folder; ``None`` replays
+        nothing.
+
+    Raises
+    ------
+    DataError
+        The recorded or given folder no longer exists.
+    """
+    if choice is None:
+        return None
+    if choice != REPLAY_AUTO:
+        return load_folder(Path(choice))
+    source = str(start.config.get("data_source", ""))
+    if source == BLOODCELL_SOURCE:
+        return load_training_data(None, progress)
+    if not source:
+        return None
+    folder = Path(source)
+    if not folder.is_dir():
+        raise DataError(
+            f"The model was trained on {folder}, which no longer exists, so it cannot be "
+            "replayed while fine-tuning; restore the folder, point --replay at a copy, or "
+            "use --replay none to fine-tune on the corrections alone."
+        )
+    return load_folder(folder)
+
+
 def training_job(
     config: TrainConfig,
     data: TrainingData,
     init: ModelSource | None = None,
     *,
+    replay: str | Path | None = REPLAY_AUTO,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_path: Path | None = None,
     progress: Progress | None = None,
@@ -105,6 +163,9 @@ def training_job(
         See :func:`load_training_data`.
     init : TrainedModel or Path, optional
         The model to fine-tune; ``None`` trains a new one.
+    replay : "auto", a folder, or None
+        With the ``finetune`` schedule, the pairs replayed beside the
+        corrections; see :func:`load_replay`.
     should_stop : callable, optional
         Polled between batches.
     checkpoint_path : Path, optional
@@ -117,8 +178,22 @@ def training_job(
     DataReady, then the events of :func:`~napari_bloodcells.core.train.train`.
     """
     config.validate()
+    if checkpoint_path is not None and isinstance(init, Path) and _same_file(init, checkpoint_path):
+        raise ConfigError(
+            f"The model would be saved over {init}, the model it starts from; choose another "
+            "--out so the starting model stays as it is."
+        )
     pairs = load_training_data(data, progress)
     start = None if init is None else load_model(init, "cpu")
+    if start is None:
+        config = config.with_changes(data_source=data_source_of(data))
+    else:  # a fine-tune replays what the starting model was trained on, next time too
+        config = config.with_changes(data_source=str(start.config.get("data_source", "")))
+    replayed = (
+        load_replay(start, replay, progress)
+        if start is not None and config.schedule == "finetune"
+        else None
+    )
     yield DataReady(
         len(pairs),
         start.classes if start is not None else BLOODCELL_CLASSES,
@@ -126,9 +201,18 @@ def training_job(
     )
     return (
         yield from train(
-            config, pairs, init=start, should_stop=should_stop, checkpoint_path=checkpoint_path
+            config,
+            pairs,
+            init=start,
+            replay=replayed,
+            should_stop=should_stop,
+            checkpoint_path=checkpoint_path,
         )
     )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
 
 
 def segmentation_job(
@@ -156,6 +240,44 @@ def segmentation_job(
     )
 
 
+_STACK_SAMPLES = 8
+"""Slices of a stack that :func:`scale_job` estimates on (evenly spaced)."""
+
+
+def scale_job(
+    source: ModelSource,
+    images: np.ndarray,
+    *,
+    stack: bool,
+    name: str = "the image",
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[ScaleChosen, None, ScaleEstimate]:
+    """Estimate the resize factor of one image, or of a stack from up to 8 of its slices.
+
+    Yields one :class:`~napari_bloodcells.core.events.ScaleChosen` per slice
+    looked at, then returns the median of the slices where cells were found
+    (1.0, with the sentence of the first failure, if none was).
+    """
+    model = load_model(source)
+    should_stop = should_stop or (lambda: False)
+    if stack:
+        picks = np.unique(np.linspace(0, len(images) - 1, _STACK_SAMPLES).round().astype(int))
+        items = [(f"{name} [{i}]", images[int(i)]) for i in picks]
+    else:
+        items = [(name, images)]
+    found: list[ScaleEstimate] = []
+    failures: list[ScaleEstimate] = []
+    for index, (label, pixels) in enumerate(items):
+        if should_stop():
+            break
+        estimate = estimate_scale(model, to_rgb_uint8(np.asarray(pixels)), label)
+        yield ScaleChosen(index, label, estimate.scale, estimate.message)
+        (found if estimate.found else failures).append(estimate)
+    if not found:
+        return failures[0] if failures else ScaleEstimate(1.0, False, "Estimation stopped.")
+    return ScaleEstimate(round(float(np.median([e.scale for e in found])), 3), True)
+
+
 def output_paths(images: Sequence[Path], out: Path) -> list[Path]:
     """Where :func:`segment_files` writes each image's labels: ``out/<stem>.png``.
 
@@ -177,19 +299,25 @@ def output_paths(images: Sequence[Path], out: Path) -> list[Path]:
     return targets
 
 
+AUTO_SCALE = "auto"
+"""``scale`` value asking :func:`segment_files` to estimate each image's factor."""
+
+
 def segment_files(
     source: ModelSource,
     images: Sequence[Path],
     out: Path,
     *,
-    scale: float = 1.0,
+    scale: float | str = 1.0,
     tiles: TileSettings | None = None,
     device: torch.device | str | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Generator[SegmentationEvent | FileSegmented, None, list[Path]]:
+) -> Generator[SegmentationEvent | FileSegmented | ScaleChosen, None, list[Path]]:
     """Segment image files one by one, writing ``out/<stem>.png`` label images atomically.
 
-    Every path is checked, and every output name, before any work starts.
+    Every path is checked, and every output name, before any work starts. With
+    ``scale="auto"`` each image's factor is estimated (:func:`~.scale.estimate_scale`)
+    and announced with a :class:`~napari_bloodcells.core.events.ScaleChosen`.
 
     Returns
     -------
@@ -209,9 +337,17 @@ def segment_files(
     tiles = tiles or TileSettings()
     tiles.check(model.spec.input_multiple)
     out.mkdir(parents=True, exist_ok=True)
+    if scale != AUTO_SCALE:
+        SCALE_RANGE.check(float(scale))
     written: list[Path] = []
     for index, (path, target) in enumerate(zip(images, targets, strict=True)):
-        run = segment(model, read_image(path), scale=scale, tiles=tiles, should_stop=should_stop)
+        pixels = read_image(path)
+        factor = float(scale) if scale != AUTO_SCALE else None
+        if factor is None:
+            estimate = estimate_scale(model, pixels, str(path))
+            factor = estimate.scale
+            yield ScaleChosen(index, str(path), factor, estimate.message)
+        run = segment(model, pixels, scale=factor, tiles=tiles, should_stop=should_stop)
         result = None
         for event in run:
             if isinstance(event, SegmentationFinished):

@@ -160,6 +160,16 @@ class NotebookUNet(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
+    def encoder_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder blocks' outputs and the bottleneck's, shallow to deep."""
+        features = []
+        for block in self.encoder:
+            x = block(x)
+            features.append(x)
+            x = self.pool(x)
+        features.append(self.bottleneck(x))
+        return features
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel class logits ``(N, num_classes, H, W)``; H and W divisible by 16."""
         skips = []

@@ -21,6 +21,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
+from napari_bloodcells.core.adapt import plan_finetune, selection_score
 from napari_bloodcells.core.augment import augment_batch
 from napari_bloodcells.core.batches import PatchSampler, TensorSet, to_tensor_set
 from napari_bloodcells.core.checkpoint import TrainedModel, save_checkpoint
@@ -32,6 +33,7 @@ from napari_bloodcells.core.events import (
     EpochEnded,
     Notice,
     PreviewRow,
+    ScheduleChosen,
     TrainingEvent,
     TrainingFinished,
     TrainingResult,
@@ -40,6 +42,7 @@ from napari_bloodcells.core.events import (
 from napari_bloodcells.core.infer import _is_memory_error, segment_image
 from napari_bloodcells.core.metrics import ConfusionMatrix
 from napari_bloodcells.core.models import build_model
+from napari_bloodcells.core.scale import fit_size_model
 from napari_bloodcells.errors import CheckpointError, ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -160,6 +163,7 @@ def train(
     data: SegmentationData,
     *,
     init: TrainedModel | None = None,
+    replay: SegmentationData | None = None,
     classes: ClassInfo = BLOODCELL_CLASSES,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_path: str | Path | None = None,
@@ -169,12 +173,17 @@ def train(
     Parameters
     ----------
     config : TrainConfig
-        Settings; see :func:`~napari_bloodcells.core.config.preset`.
+        Settings; see :func:`~napari_bloodcells.core.config.preset`. With
+        ``schedule="finetune"`` the run follows :mod:`~napari_bloodcells.core.adapt`.
     data : SegmentationData
-        All pairs; the dev split is drawn from them as the notebook does.
+        All pairs (resized by ``config.scale`` first); the dev split is drawn
+        from them as the notebook does. Mask value 255 marks unlabelled pixels.
     init : TrainedModel, optional
         Continue from this model (fine-tuning). Its architecture, classes and
         preprocessing are kept; ``config.arch``/``encoder``/``mode`` are ignored.
+    replay : SegmentationData, optional
+        The starting model's own training pairs, mixed into every batch of a
+        ``finetune`` schedule.
     classes : ClassInfo
         Class names and colours for a new model.
     should_stop : callable, optional
@@ -195,15 +204,42 @@ def train(
     if len(data) == 0:
         raise DataError("There are no training images; add image/mask pairs first.")
     should_stop = should_stop or (lambda: False)
+    finetune = config.schedule == "finetune"
+    if finetune and init is None:
+        raise ConfigError(
+            "The finetune schedule continues a trained model; choose a model to start from, "
+            "or the onecycle schedule for a new one."
+        )
     if init is not None:
         classes = init.classes
         prep = init.preprocessing
         config = config.with_changes(
             arch=init.spec.arch, encoder=init.spec.encoder, mode=prep.mode, size=prep.size
         )
+    data = data.rescaled(config.scale)
     data.check_classes(classes.num_classes)
     data.check_foreground()
-    train_idx, dev_idx = _split(data, config)
+    plan = None
+    if finetune:
+        if replay is not None:
+            replay.check_classes(classes.num_classes)
+        plan = plan_finetune(
+            data,
+            replay,
+            steps=config.finetune_steps,
+            batch_size=config.batch_size,
+            share=config.correction_share,
+            split_seed=config.split_seed,
+        )
+        train_data, dev_data = plan.pool, plan.dev
+        epochs, steps_per_epoch, lr = plan.rounds, plan.steps_per_round, config.finetune_lr
+        n_train, n_dev = plan.corrections, len(plan.dev)
+    else:
+        train_idx, dev_idx = _split(data, config)
+        train_data, dev_data = data.subset(train_idx), data.subset(dev_idx)
+        epochs, lr = config.epochs, config.lr
+        steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+        n_train, n_dev = len(train_idx), len(dev_idx)
     device = resolve_device(config.device)
     dtype = autocast_dtype(config.precision, device)
     torch.manual_seed(config.seed)
@@ -211,7 +247,9 @@ def train(
 
     if init is not None:
         network = copy.deepcopy(init.network).cpu()
-        model = TrainedModel(network, init.spec, classes, init.preprocessing)
+        model = TrainedModel(
+            network, init.spec, classes, init.preprocessing, size_model=init.size_model
+        )
     else:
         spec = config.spec(classes.num_classes)
         network = build_model(spec, config.encoder_weights)
@@ -221,17 +259,21 @@ def train(
     network.to(memory_format=memory_format)
     model.config = config.to_dict()
 
-    sampler = PatchSampler(data.subset(train_idx), model.preprocessing)
-    dev = _DevSet(data.subset(dev_idx), config, config.num_preview)
+    sampler = PatchSampler(train_data, model.preprocessing)
+    dev = _DevSet(dev_data, config, config.num_preview)
+    reference = _DevSet(plan.reference, config, 0) if plan is not None and plan.reference else None
     objective = _Objective(config.loss)
     optimizer_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_cls(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = optimizer_cls(network.parameters(), lr=lr, weight_decay=config.weight_decay)
     batch_size = config.batch_size
-    steps_per_epoch = math.ceil(len(train_idx) / batch_size)
-    scheduler = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     if config.schedule == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
+            optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
+        )
+    elif finetune:  # a gentle decay: the model is trained already
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=epochs * steps_per_epoch, eta_min=lr / 10
         )
 
     def autocast() -> AbstractContextManager[object]:
@@ -241,24 +283,37 @@ def train(
             else contextlib.nullcontext()
         )
 
+    def reference_dice() -> float | None:
+        if reference is None:
+            return None
+        _, cm, _ = reference.evaluate(model, objective, autocast, device)
+        return cm.scores().mean_foreground_dice()
+
     for message in data.notices:
         yield Notice(message)
-    if len(data) == 1:
+    if len(data) == 1 and not finetune:
         yield Notice(
             "Only one image: it is used for both training and scoring, so the dev "
             "scores say how well the model fits it, not how well it generalises."
         )
-    yield TrainingStarted(
-        str(device),
-        "bf16" if dtype else "fp32",
-        len(train_idx),
-        len(dev_idx),
-        config.epochs,
-        steps_per_epoch,
-    )
-
     best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     best_score, best_epoch = -math.inf, 0
+    start_reference = None
+    if plan is not None:
+        yield ScheduleChosen(plan.describe(lr), plan.reference is not None)
+        if plan.reference is None:
+            yield Notice(
+                "No replay: the starting model's training data are not known or not "
+                "available, so only the corrections are trained on."
+            )
+        # The starting model is candidate 0: a fine-tune never ends worse than it began.
+        _, start_cm, _ = dev.evaluate(model, objective, autocast, device)
+        start_reference = reference_dice()
+        best_score = start_cm.scores().mean_foreground_dice()
+    yield TrainingStarted(
+        str(device), "bf16" if dtype else "fp32", n_train, n_dev, epochs, steps_per_epoch
+    )
+
     history: list[dict[str, Any]] = []
     reason, stopped, diverged = "Training finished.", False, False
 
@@ -292,21 +347,27 @@ def train(
         saved = True
         return None
 
+    def batches() -> list[list[int]]:
+        if plan is not None:
+            return [plan.draw(generator) for _ in range(steps_per_epoch)]
+        order = torch.randperm(len(train_data), generator=generator).tolist()
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(1, epochs + 1):
             started = time.perf_counter()
             network.train()
-            order = torch.randperm(len(train_idx), generator=generator).tolist()
-            cursor, batch_no, loss_sum, seen = 0, 0, 0.0, 0
-            while cursor < len(order):
+            queue = batches()
+            batch_no, loss_sum, seen = 0, 0.0, 0
+            while queue:
                 if should_stop():
                     stopped, reason = True, f"Stopped by the user during epoch {epoch}."
                     break
-                indices = order[cursor : cursor + batch_size]
+                indices = queue.pop(0)
                 images, masks = sampler.batch(indices, generator)
                 images = images.float().div_(255)
                 if config.augment:
-                    images, masks = augment_batch(images, masks, generator)
+                    images, masks = augment_batch(images, masks, generator, config.augmentation())
                 images = model.preprocessing.normalize_unit(images)
                 images = images.to(device, memory_format=memory_format, non_blocking=True)
                 masks = masks.to(device).long()
@@ -317,10 +378,12 @@ def train(
                     loss = objective(logits.float(), masks)
                     loss.backward()  # type: ignore[no-untyped-call]
                 except (RuntimeError, torch.OutOfMemoryError) as exc:
-                    if not _is_memory_error(exc) or batch_size == 1:
+                    if not _is_memory_error(exc) or len(indices) == 1:
                         raise
                     optimizer.zero_grad(set_to_none=True)
-                    batch_size //= 2
+                    batch_size = max(1, len(indices) // 2)
+                    rest = indices + [i for later in queue for i in later]
+                    queue = [rest[i : i + batch_size] for i in range(0, len(rest), batch_size)]
                     release_memory(device)
                     yield Notice(f"Ran out of memory; continuing with batch size {batch_size}.")
                     continue
@@ -333,9 +396,8 @@ def train(
                     )
                     break
                 optimizer.step()
-                if scheduler is not None and scheduler.last_epoch + 1 < scheduler.total_steps:
+                if scheduler is not None and scheduler.last_epoch + 1 < epochs * steps_per_epoch:
                     scheduler.step()
-                cursor += len(indices)
                 batch_no += 1
                 loss_sum += value * len(indices)
                 seen += len(indices)
@@ -344,7 +406,9 @@ def train(
                 break  # nothing new worth evaluating: keep the best model so far
             dev_loss, cm, preview = dev.evaluate(model, objective, autocast, device)
             scores = cm.scores()
-            improved = keep_if_best(scores.mean_foreground_dice(), epoch)
+            remembered = reference_dice()
+            score = selection_score(scores.mean_foreground_dice(), remembered, start_reference)
+            improved = keep_if_best(score, epoch)
             if improved and checkpoint_path is not None:
                 snapshot = TrainedModel(
                     copy.deepcopy(network).cpu(),
@@ -353,12 +417,13 @@ def train(
                     model.preprocessing,
                     model.config,
                     {"best_epoch": epoch, "history": [*history]},
+                    model.size_model,
                 )
                 if notice := save(snapshot):
                     yield notice
             event = EpochEnded(
                 epoch,
-                config.epochs,
+                epochs,
                 loss_sum / max(seen, 1),
                 dev_loss,
                 scores.dice,
@@ -366,6 +431,7 @@ def train(
                 time.perf_counter() - started,
                 improved,
                 preview,
+                remembered,
             )
             history.append(event.to_dict())
             yield event
@@ -376,13 +442,21 @@ def train(
         network.to(memory_format=torch.contiguous_format).eval()
         release_memory(device)
 
+    kept_start = plan is not None and best_epoch == 0 and bool(history)
+    if kept_start:
+        reason = (
+            f"{reason.removesuffix('.')}; no round beat the starting model"
+            f"{' without forgetting' if start_reference is not None else ''}, so it is kept."
+        )
+    elif best_epoch and not stopped and model.preprocessing.mode == "native":
+        model.size_model = fit_size_model(model, train_data, generator)
     model.metrics = {
         "best_epoch": best_epoch,
         "best_dev_score": best_score,
         "history": history,
         "reason": reason,
     }
-    if checkpoint_path is not None and best_epoch and (notice := save(model)):
+    if checkpoint_path is not None and (best_epoch or kept_start) and (notice := save(model)):
         yield notice
     result = TrainingResult(
         model,
@@ -391,6 +465,7 @@ def train(
         stopped,
         reason,
         Path(checkpoint_path) if saved and checkpoint_path is not None else None,
+        kept_start,
     )
     yield TrainingFinished(result)
     return result

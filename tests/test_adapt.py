@@ -1,0 +1,208 @@
+"""Adapting to a user's own images: scale, partial labels, replay and the fine-tune schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bad_inputs import untrained_model
+from napari_bloodcells import cli
+from napari_bloodcells.core.adapt import plan_finetune
+from napari_bloodcells.core.checkpoint import load_checkpoint, save_checkpoint
+from napari_bloodcells.core.classes import UNLABELLED
+from napari_bloodcells.core.config import preset
+from napari_bloodcells.core.dataset import SegmentationData
+from napari_bloodcells.core.events import Notice, ScheduleChosen, run_to_end
+from napari_bloodcells.core.jobs import load_replay, training_job
+from napari_bloodcells.core.scale import estimate_scale, fit_size_model, zoom
+from napari_bloodcells.core.train import _Objective, train
+from napari_bloodcells.errors import DataError
+
+
+@pytest.fixture
+def native_config():
+    """The default preset's recipe on the notebook U-Net at 64 px: fast on a CPU."""
+    return preset("default").with_changes(
+        arch="notebook-unet",
+        encoder="",
+        size=64,
+        epochs=1,
+        batch_size=4,
+        device="cpu",
+        finetune_steps=6,
+        num_preview=0,
+    )
+
+
+@pytest.fixture
+def base_model(few_cells, native_config):
+    return run_to_end(train(native_config.with_changes(data_source="bloodcells"), few_cells)).model
+
+
+def test_train_scale_resizes_every_pair_as_segment_scale_does(few_cells):
+    half = few_cells.rescaled(0.5)
+    for before, after, mask in zip(few_cells.images, half.images, half.masks, strict=True):
+        assert after.shape[:2] == (round(before.shape[0] / 2), round(before.shape[1] / 2))
+        assert mask.shape == after.shape[:2]
+    assert set(np.unique(np.concatenate([m.ravel() for m in half.masks]))) <= {0, 1, 2}
+
+
+def test_a_scale_that_leaves_an_image_too_small_is_one_sentence(few_cells, native_config):
+    with pytest.raises(DataError, match=r"smaller than the 32-pixel minimum.*at least 0\.") as e:
+        next(train(native_config.with_changes(scale=0.1), few_cells))
+    assert str(e.value).count(". ") == 0
+
+
+def test_unlabelled_pixels_do_not_change_the_loss():
+    torch.manual_seed(0)
+    masks = torch.randint(0, 3, (2, 16, 16))
+    masks[:, :8] = UNLABELLED  # only the bottom half is labelled
+    logits = torch.randn(2, 3, 16, 16)
+    other = logits.clone()
+    other[:, :, :8] = torch.randn(2, 3, 8, 16) * 10  # anything at all where nothing is labelled
+    for kind in ("ce", "ce+dice"):
+        objective = _Objective(kind)
+        assert torch.allclose(objective(logits, masks), objective(other, masks))
+
+
+def test_partial_labels_train_and_an_all_unlabelled_layer_is_refused(few_cells, native_config):
+    strokes = [np.full_like(m, UNLABELLED) for m in few_cells.masks]
+    for stroke, mask in zip(strokes, few_cells.masks, strict=True):
+        stroke[40:80, 40:80] = mask[40:80, 40:80]  # a few strokes of each class
+    partial = SegmentationData(list(few_cells.images), strokes, list(few_cells.names))
+    assert run_to_end(train(native_config, partial)).best_epoch == 1
+    nothing = SegmentationData(
+        list(few_cells.images), [np.full_like(m, UNLABELLED) for m in few_cells.masks]
+    )
+    with pytest.raises(DataError, match="all background"):
+        next(train(native_config, nothing))
+
+
+def test_replay_is_mixed_into_every_batch(few_cells, bloodcells):
+    plan = plan_finetune(
+        few_cells.subset(range(3)),
+        bloodcells.subset(range(20, 40)),
+        steps=10,
+        batch_size=8,
+        share=0.5,
+        split_seed=0,
+    )
+    batch = plan.draw(torch.Generator().manual_seed(0))
+    assert sum(i < plan.corrections for i in batch) == 4, "half the batch is corrections"
+    assert plan.reference is not None and not plan.dev_held_out
+    assert "replayed from 16 training images" in plan.describe(3e-4)
+
+
+def test_finetune_replays_the_recorded_dataset_or_says_there_is_none(
+    few_cells, base_model, native_config, data_env
+):
+    corrections = few_cells.subset(range(2))
+    assert len(load_replay(base_model, "auto")) == 300
+    config = native_config.with_changes(schedule="finetune")
+    events = list(training_job(config, corrections, base_model))
+    [chosen] = [e for e in events if isinstance(e, ScheduleChosen)]
+    assert chosen.replay and "replayed" in chosen.description
+    assert "6 steps" in chosen.description and "too few to hold any out" in chosen.description
+
+    base_model.config["data_source"] = ""
+    events = list(training_job(config, corrections, base_model))
+    assert any(isinstance(e, Notice) and e.message.startswith("No replay") for e in events)
+
+
+def test_a_vanished_replay_folder_is_one_sentence(base_model, tmp_path):
+    base_model.config["data_source"] = str(tmp_path / "gone")
+    with pytest.raises(DataError, match=r"no longer exists.*--replay none"):
+        load_replay(base_model, "auto")
+
+
+def test_finetune_from_one_correction_keeps_the_start_unless_beaten(
+    few_cells, base_model, native_config
+):
+    config = native_config.with_changes(schedule="finetune", finetune_lr=1e-12)
+    one = few_cells.subset([3])
+    result = run_to_end(train(config, one, init=base_model))
+    assert result.kept_start and result.best_epoch == 0
+    assert "starting model" in result.reason
+    for key, value in base_model.network.state_dict().items():
+        assert torch.equal(result.model.network.state_dict()[key].cpu(), value.cpu()), key
+
+
+def test_the_size_model_estimates_how_much_an_image_was_enlarged(base_model, few_cells):
+    base_model.size_model = fit_size_model(base_model, few_cells, torch.Generator())
+    estimates = [estimate_scale(base_model, zoom(im, 2.0)).scale for im in few_cells.images[:4]]
+    assert 0.3 < float(np.median(estimates)) < 0.8
+
+
+def test_no_cell_found_falls_back_to_1_with_one_sentence(base_model, few_cells):
+    base_model.size_model = fit_size_model(base_model, few_cells, torch.Generator())
+    head = base_model.network.head
+    torch.nn.init.zeros_(head.weight)
+    head.bias.data = torch.tensor([10.0, -10.0, -10.0])  # background everywhere
+    estimate = estimate_scale(base_model, few_cells.images[0], "cell.png")
+    assert not estimate.found and estimate.scale == 1.0
+    assert (
+        estimate.message == "No cell was found in cell.png; using scale 1.0, so check the result."
+    )
+
+
+def test_cli_init_without_epochs_uses_and_prints_the_finetune_schedule(
+    base_model, few_cells, make_folder, tmp_path, capsys, data_env
+):
+    base = save_checkpoint(base_model, tmp_path / "base.pt")
+    data = make_folder(few_cells.subset(range(6)), tmp_path / "corrected")
+    out = tmp_path / "tuned.pt"
+    argv = ["train", "--data", str(data), "--init", str(base), "--device", "cpu"]
+    assert cli.main([*argv, "--scale", "0.8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Fine-tune schedule: 80 steps" in printed
+    assert "replayed from" in printed and "held out to choose the model" in printed
+    tuned = load_checkpoint(out)
+    assert tuned.config["schedule"] == "finetune" and tuned.config["scale"] == 0.8
+    assert tuned.config["data_source"] == "bloodcells", "the next fine-tune replays it too"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--scale", "0"], "The scale (0.0) must be 0.05 to 20"),
+        (["--scale", "-1"], "The scale (-1.0) must be 0.05 to 20"),
+        (["--scale", "0.1"], "smaller than the 32-pixel minimum"),
+        (["--replay", "none", "--out", "{base}"], "starts from; choose another --out"),
+    ],
+)
+def test_cli_bad_scales_and_outputs_are_one_sentence(
+    base_model, few_cells, make_folder, tmp_path, capsys, extra, message
+):
+    base = save_checkpoint(base_model, tmp_path / "base.pt")
+    data = make_folder(few_cells.subset(range(2)), tmp_path / "corrected")
+    extra = [a.format(base=base) for a in extra]
+    out = [] if "--out" in extra else ["--out", str(tmp_path / "t.pt")]
+    argv = ["train", "--data", str(data), "--init", str(base), "--device", "cpu"]
+    assert cli.main([*argv, "--replay", "none", *extra, *out]) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0
+    assert load_checkpoint(base).spec == base_model.spec, "the starting model is untouched"
+
+
+def test_segment_scale_auto_prints_one_line_per_image(base_model, few_cells, tmp_path, capsys):
+    from PIL import Image
+
+    base_model.size_model = fit_size_model(base_model, few_cells, torch.Generator())
+    model = save_checkpoint(base_model, tmp_path / "m.pt")
+    big = tmp_path / "big.png"
+    Image.fromarray(zoom(few_cells.images[0], 2.0)).save(big)
+    argv = ["segment", str(model), str(big), "--out", str(tmp_path / "o"), "--scale", "auto"]
+    assert cli.main([*argv, "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{big}: scale 0.")
+
+
+def test_a_seed_model_refuses_a_scale_in_one_sentence():
+    from napari_bloodcells.core.infer import segment_image
+    from napari_bloodcells.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"seed preset.*scale does not apply"):
+        segment_image(untrained_model(), np.zeros((120, 120, 3), np.uint8), scale=0.5)
+    with pytest.raises(ConfigError, match=r"would be squashed"):
+        segment_image(untrained_model(), np.zeros((2048, 600, 3), np.uint8))
