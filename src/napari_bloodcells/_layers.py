@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES, ClassInfo
+from napari_bloodcells.core.classes import BLOODCELL_CLASSES, UNLABELLED, ClassInfo
 
 if TYPE_CHECKING:
     from napari.utils.colormaps import DirectLabelColormap
@@ -27,6 +27,7 @@ def class_colormap(classes: ClassInfo = BLOODCELL_CLASSES) -> DirectLabelColorma
     from napari.utils.colormaps import DirectLabelColormap
 
     colors: dict[int | None, tuple] = {i: c for i, c in enumerate(classes.colors)}
+    colors[UNLABELLED] = (0.5, 0.5, 0.5, 0.35)  # "not labelled": seen, but faint
     colors[None] = (0.0, 0.0, 0.0, 0.0)
     return DirectLabelColormap(color_dict=colors)
 

@@ -207,11 +207,33 @@ def _latest(viewer: napari.viewer.Viewer, role: str, image_name: str) -> Layer |
     return None
 
 
+def remember_scale(image_layer: Layer, scale: float) -> None:
+    """Record on the image layer the Scale it was segmented at, for the next time."""
+    record = dict(image_layer.metadata.get(META_KEY, {}))
+    record["scale"] = float(scale)
+    image_layer.metadata[META_KEY] = record
+
+
+def remembered_scale(layer: Layer | None) -> float | None:
+    """The Scale recorded on an image layer, or on a prediction layer when it was written."""
+    if layer is None:
+        return None
+    value = layer.metadata.get(META_KEY, {}).get("scale")
+    return None if value is None else float(value)
+
+
+def is_unpainted_prediction(layer: Layer) -> bool:
+    """Whether ``layer`` is a prediction this plugin wrote and nobody has painted on since."""
+    record = layer.metadata.get(META_KEY, {})
+    return record.get("role") == SEGMENTATION and not is_painted(layer)
+
+
 def write_prediction(
     viewer: napari.viewer.Viewer,
     image_layer: Image,
     labels: np.ndarray,
     classes: ClassInfo = BLOODCELL_CLASSES,
+    scale: float = 1.0,
 ) -> Labels:
     """Show ``labels`` as ``<image> segmentation``, replacing only an unpainted earlier one.
 
@@ -226,7 +248,12 @@ def write_prediction(
         The layer now holding ``labels``.
     """
     previous = _latest(viewer, SEGMENTATION, image_layer.name)
-    record = {"role": SEGMENTATION, "image": image_layer.name, "digest": digest(labels)}
+    record = {
+        "role": SEGMENTATION,
+        "image": image_layer.name,
+        "digest": digest(labels),
+        "scale": float(scale),
+    }
     if previous is not None and previous.data.shape == labels.shape and not is_painted(previous):
         previous.data = labels
         previous.metadata[META_KEY] = record

@@ -214,12 +214,20 @@ class TrainOptions(Container):
     def _on_preset(self, name: str) -> None:
         self.apply(preset(name))
 
+    @property
+    def fine_tuning(self) -> bool:
+        """Whether a run continues a model, and so follows the fine-tune schedule."""
+        return self.continue_from.value != FROM_SCRATCH
+
     def _update_enabled(self, *_: object) -> None:
-        # Fine-tuning keeps the starting model's network, so its architecture
-        # settings would be ignored: grey them out rather than mislead.
-        fresh = self.continue_from.value == FROM_SCRATCH
+        # Fine-tuning keeps the starting model's network and follows its own schedule
+        # (a step budget at a learning rate for trained models), so the architecture,
+        # epochs and learning rate would be ignored: grey them out rather than mislead.
+        fresh = not self.fine_tuning
         notebook = self.arch.value == NOTEBOOK_UNET
         self.arch.enabled = fresh
         self.encoder.enabled = fresh and not notebook
         self.encoder_weights.enabled = fresh and not notebook
+        self.epochs.enabled = fresh
+        self.lr.enabled = fresh
         self.init_file.visible = self.continue_from.value == FROM_FILE

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
@@ -34,19 +35,27 @@ from napari_bloodcells._widgets.job_widget import JobWidget
 from napari_bloodcells._widgets.layer_picker import LayerPicker
 from napari_bloodcells._widgets.layers import (
     image_input,
+    is_unpainted_prediction,
+    remember_scale,
+    remembered_scale,
     slice_index,
     training_pairs,
     write_confidence,
     write_prediction,
 )
 from napari_bloodcells._widgets.state import subscribe
-from napari_bloodcells._widgets.workers import show_error, show_info
+from napari_bloodcells._widgets.workers import show_error, show_info, show_warning
 from napari_bloodcells.core.bounds import range_of
 from napari_bloodcells.core.checkpoint import SUFFIX
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-from napari_bloodcells.core.events import Segmentation, SegmentationFinished, SegmentProgress
+from napari_bloodcells.core.events import (
+    ScaleChosen,
+    Segmentation,
+    SegmentationFinished,
+    SegmentProgress,
+)
 from napari_bloodcells.core.infer import SCALE_RANGE, TileSettings
-from napari_bloodcells.core.jobs import ModelSource, segmentation_job
+from napari_bloodcells.core.jobs import ModelSource, scale_job, segmentation_job
 from napari_bloodcells.errors import BloodcellsError, ConfigError
 
 if TYPE_CHECKING:
@@ -116,6 +125,11 @@ class SegmentWidget(JobWidget):
             "than in the training images, above 1 when smaller.",
         )
         tile_size = range_of(TileSettings, "size")
+        self.estimate_button = PushButton(
+            text="Estimate",
+            tooltip="Estimate the scale at which the cells of the image match the size of the "
+            "cells the model was trained on",
+        )
         self.tile_size = SpinBox(
             label="Tile size",
             value=TileSettings().size,
@@ -134,9 +148,14 @@ class SegmentWidget(JobWidget):
         self.training_set_info = status_label()
         self.last_layer: Labels | None = None
         self._target: Image | None = None
+        self._scale = 1.0
+        self._segmenting = False
+        self._estimates: list[ScaleChosen] = []
         super().__init__(viewer, "Segmentation")
         self.scroll_area = scroll_contents(self)
         self.segment_button.changed.connect(self.segment)
+        self.estimate_button.changed.connect(self.estimate_scale)
+        self.image_layer.changed.connect(self._restore_scale)
         self.add_button.changed.connect(self.add_to_training_set)
         self.clear_button.changed.connect(self.clear_training_set)
         self.model_source.changed.connect(self._show_model)
@@ -152,7 +171,8 @@ class SegmentWidget(JobWidget):
         return [
             form(self.image_layer, self.model_source, self.model_file),
             self.model_info,
-            form(self.scale, self.tile_size),
+            button_row(form(self.scale), self.estimate_button),
+            form(self.tile_size),
             self.confidence,
             button_row(self.segment_button, self.stop_button),
             self.progress,
@@ -180,19 +200,39 @@ class SegmentWidget(JobWidget):
         if image.notice:
             show_info(image.notice)
         self._target = layer
+        self._scale = float(self.scale.value)
+        remember_scale(layer, self._scale)
         self.last_layer = None
         self.progress.value = 0
         self.status.value = f"Segmenting '{layer.name}'…"
         self.state.runs.segmenting += 1
+        self._segmenting = True
         self.run_job(
             segmentation_job,
             model,
             image.array,
             stack=image.stack,
-            scale=float(self.scale.value),
+            scale=self._scale,
             tiles=tiles,
             confidence=bool(self.confidence.value),
         )
+
+    def estimate_scale(self, *_: object) -> None:
+        """Estimate the Scale for the chosen image in a worker, and put it in the Scale field."""
+        if self.running:
+            show_error("A segmentation is already running; wait for it to finish.")
+            return
+        try:
+            model = self._model()
+            layer = self.image_layer.value
+            image = image_input(layer)
+        except BloodcellsError as exc:
+            show_error(str(exc))
+            return
+        self._target = layer
+        self._estimates = []
+        self.status.value = f"Estimating the scale of '{layer.name}'…"
+        self.run_job(scale_job, model, image.array, stack=image.stack, name=f"'{layer.name}'")
 
     def add_to_training_set(self, *_: object) -> None:
         """Copy the corrected labels and their image into the session training set.
@@ -211,14 +251,25 @@ class SegmentWidget(JobWidget):
                 index = slice_index(self._viewer, labels_layer)
             model = self.state.current.model
             classes = model.classes if model is not None else BLOODCELL_CLASSES
-            data = training_pairs(self.image_layer.value, labels_layer, index, classes)
+            image_layer = self.image_layer.value
+            data = training_pairs(image_layer, labels_layer, index, classes)
+            # The pair is stored at the model's pixel size: the scale it was segmented at.
+            scale = remembered_scale(labels_layer) or remembered_scale(image_layer) or 1.0
+            data = data.rescaled(scale)
         except BloodcellsError as exc:
             show_error(str(exc))
             return
+        if is_unpainted_prediction(labels_layer):
+            show_warning(
+                f"'{labels_layer.name}' is the model's own prediction, not corrected: adding it "
+                "only confirms what the model does; paint the corrections first to teach it."
+            )
         self.state.training_set.add(data)
+        at = f" at scale {scale:g}, the scale it was segmented at" if scale != 1.0 else ""
         show_info(
             f"Added {len(data)} image(s) from '{labels_layer.name}' to the session "
-            f"training set ({len(self.state.training_set)} in all)."
+            f"training set{at} ({len(self.state.training_set)} in all); the layers are "
+            "unchanged."
         )
 
     def clear_training_set(self, *_: object) -> None:
@@ -246,7 +297,9 @@ class SegmentWidget(JobWidget):
 
     def update_views(self, message: object) -> None:
         """Show tile progress; write the layers once the whole job has finished."""
-        if isinstance(message, SegmentProgress):
+        if isinstance(message, ScaleChosen):
+            self._show_estimate(message)
+        elif isinstance(message, SegmentProgress):
             self.progress.value = round(message.fraction * _PROGRESS_STEPS)
             where = f"image {message.index + 1}/{message.images}, " if message.images > 1 else ""
             self.status.value = f"Segmenting: {where}tile {message.done}/{message.total}"
@@ -257,22 +310,47 @@ class SegmentWidget(JobWidget):
             else:
                 self._write(message.result)
 
+    def _show_estimate(self, chosen: ScaleChosen) -> None:
+        self._estimates.append(chosen)
+        found = [c.scale for c in self._estimates if not c.message]
+        if found:
+            scale = round(float(np.median(found)), 3)
+            self.scale.value = scale
+            if self._target is not None:
+                remember_scale(self._target, scale)
+            self.status.value = f"Estimated scale {scale:g} for {chosen.name.split(' [')[0]}."
+        else:
+            self.status.value = chosen.message
+
+    def _restore_scale(self, layer: object) -> None:
+        # The Scale last used with this image, if it was segmented or estimated before.
+        remembered = remembered_scale(layer) if layer is not None else None
+        if remembered is not None:
+            self.scale.value = remembered
+
     def _write(self, result: Segmentation) -> None:
         target = self._target
         assert target is not None and result.labels is not None
-        layer = write_prediction(self._viewer, target, result.labels, result.classes)
+        layer = write_prediction(
+            self._viewer, target, result.labels, result.classes, scale=self._scale
+        )
         if result.confidence is not None:
             write_confidence(self._viewer, target, result.confidence)
         self.last_layer = layer
         self.corrected_layer.reset_choices()
-        self.corrected_layer.value = layer
+        picked = self.corrected_layer.value
+        if picked is None or is_unpainted_prediction(picked):
+            # Follow the newest result, but never away from a layer the user painted.
+            self.corrected_layer.value = layer
         self.progress.value = _PROGRESS_STEPS
         self.status.value = f"Wrote '{layer.name}'."
 
     def job_ended(self) -> None:
-        """Forget the job's target layer and count the segmentation as over."""
+        """Forget the job's target layer; a segmentation counts as over."""
+        if self._segmenting:
+            self.state.runs.segmenting -= 1
+        self._segmenting = False
         self._target = None
-        self.state.runs.segmenting -= 1
 
     def outcome(self) -> Labels | None:
         """The layer the job wrote, or ``None``."""

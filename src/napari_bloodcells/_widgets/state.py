@@ -40,16 +40,34 @@ class CurrentModel:
         ``None`` until a model is trained or loaded.
     description : str
         One line saying where the model comes from.
+    previous : tuple or None
+        The model (and its description) that the last fine-tune replaced.
     """
 
     model: TrainedModel | None = None
     description: str = ""
+    previous: tuple[TrainedModel, str] | None = None
     events: ClassVar[SignalGroup]  # added by psygnal's @evented
 
-    def set(self, model: TrainedModel | None, description: str = "") -> None:
-        """Make ``model`` current; the description is set first, so listeners see both."""
+    def set(
+        self, model: TrainedModel | None, description: str = "", *, undoable: bool = False
+    ) -> None:
+        """Make ``model`` current; the description is set first, so listeners see both.
+
+        With ``undoable`` (a fine-tune) the model it replaces can be restored by :meth:`undo`.
+        """
+        replaced = self.model
+        self.previous = (replaced, self.description) if undoable and replaced is not None else None
         self.description = description if model is not None else ""
         self.model = model
+
+    def undo(self) -> bool:
+        """Restore the model a fine-tune replaced; False if there is none."""
+        if self.previous is None:
+            return False
+        model, description = self.previous
+        self.set(model, description)
+        return True
 
 
 @evented

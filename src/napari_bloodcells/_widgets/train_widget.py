@@ -9,6 +9,8 @@ model, which the Segment widget applies.
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,7 @@ from napari_bloodcells.core.events import (
     BatchEnded,
     DataReady,
     EpochEnded,
+    ScheduleChosen,
     TrainingFinished,
     TrainingResult,
     TrainingStarted,
@@ -46,11 +49,22 @@ if TYPE_CHECKING:
     from magicgui.widgets import Widget
 
 RECOVERY_NAME = "last-training.pt"
+FINE_TUNE_NAME = "fine-tune.pt"
 
 
 def recovery_path() -> Path:
-    """Where a run keeps its best model while it trains (overwritten by the next run)."""
+    """Where a run keeps its best model while it trains (overwritten by the next run).
+
+    A fine-tune keeps its candidates in :func:`fine_tune_path` instead, and
+    moves them here only if its model replaces the current one: a fine-tune
+    that beats nothing never overwrites the copy of a better model.
+    """
     return cache_dir() / "recovery" / RECOVERY_NAME
+
+
+def fine_tune_path() -> Path:
+    """Where a fine-tune keeps its best candidate while it runs."""
+    return cache_dir() / "recovery" / FINE_TUNE_NAME
 
 
 class TrainWidget(JobWidget):
@@ -95,6 +109,11 @@ class TrainWidget(JobWidget):
             tooltip="Continue training the session's current model, on the session training "
             "set if it holds any pairs",
         )
+        self.undo_button = PushButton(
+            text="Undo fine-tune",
+            enabled=False,
+            tooltip="Make the model from before the last fine-tune current again",
+        )
         self.progress = ProgressBar(min=0, max=1, value=0)
         self.progress_label = status_label("Not started.")
         self.recovery_label = status_label()
@@ -108,6 +127,7 @@ class TrainWidget(JobWidget):
         self._batches_per_epoch = 1
         self._epochs = 1
         self._summary = ""
+        self._finetune = False
         super().__init__(viewer, "Training")
         # The plot and preview are plain Qt widgets: put them under the controls.
         self.native.layout().addWidget(self.plot)
@@ -116,6 +136,8 @@ class TrainWidget(JobWidget):
         self.native_parent_changed.connect(self._on_parent_changed)
         self.start_button.changed.connect(self.start)
         self.fine_tune_button.changed.connect(self.fine_tune)
+        self.undo_button.changed.connect(self.undo_fine_tune)
+        subscribe(self.state.current.events.previous, self._on_previous_changed, self.native)
         self.save_button.changed.connect(self.save)
         subscribe(self.state.current.events.model, self._on_model_changed, self.native)
         self._on_model_changed(self.state.current.model)
@@ -126,7 +148,7 @@ class TrainWidget(JobWidget):
             self.data,
             self.settings,
             button_row(self.start_button, self.stop_button),
-            self.fine_tune_button,
+            button_row(self.fine_tune_button, self.undo_button),
             self.progress,
             self.progress_label,
             self.status,
@@ -135,12 +157,20 @@ class TrainWidget(JobWidget):
         ]
 
     def start(self, *_: object) -> None:
-        """Check the inputs, then train in a worker; problems become notifications."""
+        """Check the inputs, then train in a worker; problems become notifications.
+
+        A run that continues a model follows the fine-tune schedule: a step
+        budget, replay of the model's own training data, and the starting model
+        kept unless a round beats it (:mod:`napari_bloodcells.core.adapt`).
+        """
         if self.running:
             show_error("Training is already running; press Stop first.")
             return
+        finetune = self.settings.fine_tuning
         try:
             config = self.settings.config()
+            if finetune:
+                config = config.with_changes(schedule="finetune")
             init, init_text = self.settings.starting_model()
             data, data_text = self.data.training_data()
         except BloodcellsError as exc:
@@ -153,11 +183,12 @@ class TrainWidget(JobWidget):
             )
             return
         self.result = None
+        self._finetune = finetune
         self.progress.value = 0
         self.progress_label.value = "Loading the data…"
         self.status.value = f"Training {init_text} on {data_text}."
         self.preview.clear()
-        path = recovery_path()
+        path = fine_tune_path() if finetune else recovery_path()
         self.recovery_label.value = f"Best model so far is kept in {path}"
         try:
             self.run_job(training_job, config, data, init, checkpoint_path=path)
@@ -177,6 +208,13 @@ class TrainWidget(JobWidget):
         if len(self.state.training_set):
             self.data.source.value = FROM_SESSION
         self.start()
+
+    def undo_fine_tune(self, *_: object) -> None:
+        """Make the model from before the last fine-tune current again."""
+        if self.state.current.undo():
+            show_info(
+                f"Restored the model from before the fine-tune ({self.state.current.description})."
+            )
 
     def save(self, *_: object) -> None:
         """Save the session's current model to :attr:`save_path` (asked for if empty)."""
@@ -219,10 +257,14 @@ class TrainWidget(JobWidget):
         """The run's best model becomes current, even if the dock was closed meanwhile."""
         if isinstance(message, TrainingFinished):
             self._finish(message.result)
+        elif isinstance(message, ScheduleChosen):
+            show_info(message.description)
 
     def update_views(self, message: object) -> None:
         """Progress, status, plot and preview for one message of the run."""
         event = message
+        if isinstance(event, ScheduleChosen):
+            self.status.value = event.description
         if isinstance(event, BatchEnded):
             self.progress.value = (event.epoch - 1) * self._batches_per_epoch + event.batch
             self.progress_label.value = (
@@ -251,6 +293,11 @@ class TrainWidget(JobWidget):
 
     def _finish(self, result: TrainingResult) -> None:
         self.result = result
+        if result.kept_start:
+            fine_tune_path().unlink(missing_ok=True)
+            self._summary = result.reason
+            show_info(f"{result.reason} The current model is unchanged.")
+            return
         if not result.best_epoch:
             # Stopped (or diverged) before any epoch was scored: there is no trained
             # model to offer, so the current one stays.
@@ -269,9 +316,16 @@ class TrainWidget(JobWidget):
                 for name, dice in zip(names[1:], best["dice"][1:], strict=False)
             )
             scores = f" (dev Dice {scores})"
+        how = "fine-tuned" if self._finetune else "trained"
         self.state.current.set(
-            result.model, f"trained in this session, epoch {result.best_epoch}{scores}"
+            result.model,
+            f"{how} in this session, epoch {result.best_epoch}{scores}",
+            undoable=self._finetune,
         )
+        if self._finetune and result.saved_to is not None:
+            # This run's model replaced the current one: it is now the one to recover.
+            os.replace(result.saved_to, recovery_path())
+            result = self.result = replace(result, saved_to=recovery_path())
         self._summary = f"{result.reason} Kept epoch {result.best_epoch}{scores}."
         kept = f" A copy is in {result.saved_to}." if result.saved_to else ""
         show_info(
@@ -296,6 +350,9 @@ class TrainWidget(JobWidget):
                 "The Train widget was closed; training stops after this batch and "
                 "keeps the best model."
             )
+
+    def _on_previous_changed(self, previous: object) -> None:
+        self.undo_button.enabled = previous is not None
 
     def _on_model_changed(self, model: object) -> None:
         self.save_button.enabled = model is not None

@@ -36,6 +36,11 @@ def show_error(message: str) -> None:
     notifications.show_error(message)
 
 
+def show_warning(message: str) -> None:
+    """Show a warning notification: the action went ahead, but the user should know."""
+    notifications.show_warning(message)
+
+
 def show_info(message: str) -> None:
     """Show an information notification."""
     notifications.show_info(message)
