@@ -75,3 +75,28 @@ def wait_for(
     finally:
         signal.disconnect(done)
     return got[0] if got else None
+
+
+def hardware() -> str:
+    """The machine in one line: CPU model, its vector extensions, torch's CPU capability, GPU."""
+    import platform
+
+    import torch
+
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name") and model in {"", "unknown CPU", "x86_64"}:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags] or ["?"]
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (
+        f"hardware: {model}, {torch.get_num_threads()} threads, {'/'.join(vector)}, "
+        f"torch {torch.__version__} CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"{gpu}"
+    )
