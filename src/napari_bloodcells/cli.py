@@ -108,11 +108,20 @@ def _parser() -> argparse.ArgumentParser:
         help="resize factor before prediction (0.5 halves each side), or 'auto' to "
         "estimate it per image from the cells' size",
     )
+    segment.add_argument("--measure", type=Path, help="also measure the cells into this CSV")
+    segment.add_argument("--pixel-size", type=float, help="micrometres per pixel, for areas in µm²")
     tiles = TileSettings()
     segment.add_argument("--tile-size", type=int, default=tiles.size)
     segment.add_argument("--overlap", type=int, default=tiles.overlap)
     segment.add_argument("--tile-batch", type=int, default=tiles.batch)
     segment.add_argument("--device", default="auto")
+
+    measure = sub.add_parser(
+        "measure", help="per-cell measurements (N:C ratio, lobes, ...) of class-label images"
+    )
+    measure.add_argument("labels", type=Path, nargs="+", help="label images of classes 0/1/2")
+    measure.add_argument("--out", type=Path, required=True, help="the CSV to write")
+    measure.add_argument("--pixel-size", type=float, help="micrometres per pixel, for areas in µm²")
     return parser
 
 
@@ -135,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train": _train,
             "evaluate": _evaluate,
             "segment": _segment,
+            "measure": _measure,
         }[args.command](args)
     except BloodcellsError as exc:
         if args.debug:
@@ -391,6 +401,8 @@ def _segment(args: argparse.Namespace) -> int:
             tiles=tiles,
             device=resolve_device(args.device),
             should_stop=stop,
+            measure_to=args.measure,
+            pixel_size=_pixel_size(args.pixel_size),
         )
         for event in job:
             if isinstance(event, ScaleChosen):
@@ -401,6 +413,23 @@ def _segment(args: argparse.Namespace) -> int:
                 print(f"{event.source} -> {event.target}")
             elif isinstance(event, Notice):
                 print(event.message, file=sys.stderr)
+    return 0
+
+
+def _pixel_size(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise ConfigError(f"The pixel size ({value}) must be above 0, in micrometres per pixel.")
+    return value
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from napari_bloodcells.core.events import Notice
+    from napari_bloodcells.core.jobs import measure_files
+
+    job = measure_files(args.labels, args.out, pixel_size=_pixel_size(args.pixel_size))
+    for event in job:
+        if isinstance(event, Notice):
+            print(event.message)
     return 0
 
 

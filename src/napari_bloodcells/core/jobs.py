@@ -18,7 +18,7 @@ import numpy as np
 from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
 from napari_bloodcells.core.checkpoint import TrainedModel, atomic_write, load_checkpoint
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-from napari_bloodcells.core.dataset import SegmentationData, load_folder, read_image
+from napari_bloodcells.core.dataset import SegmentationData, load_folder, read_image, read_mask
 from napari_bloodcells.core.device import resolve_device
 from napari_bloodcells.core.events import (
     DataReady,
@@ -33,6 +33,13 @@ from napari_bloodcells.core.events import (
 )
 from napari_bloodcells.core.imaging import to_rgb_uint8
 from napari_bloodcells.core.infer import SCALE_RANGE, TileSettings, segment
+from napari_bloodcells.core.measure import (
+    Measurements,
+    check_class_labels,
+    concatenate,
+    measure_cells,
+    write_csv,
+)
 from napari_bloodcells.core.scale import ScaleEstimate, estimate_scale
 from napari_bloodcells.core.train import train
 from napari_bloodcells.errors import ConfigError, DataError
@@ -312,10 +319,14 @@ def segment_files(
     tiles: TileSettings | None = None,
     device: torch.device | str | None = None,
     should_stop: Callable[[], bool] | None = None,
+    measure_to: Path | None = None,
+    pixel_size: float | None = None,
 ) -> Generator[SegmentationEvent | FileSegmented | ScaleChosen, None, list[Path]]:
     """Segment image files one by one, writing ``out/<stem>.png`` label images atomically.
 
     Every path is checked, and every output name, before any work starts. With
+    ``measure_to`` the cells of every image are measured (:mod:`~.measure`) and
+    written there as one CSV. With
     ``scale="auto"`` each image's factor is estimated (:func:`~.scale.estimate_scale`)
     and announced with a :class:`~napari_bloodcells.core.events.ScaleChosen`.
 
@@ -340,6 +351,7 @@ def segment_files(
     if scale != AUTO_SCALE:
         SCALE_RANGE.check(float(scale))
     written: list[Path] = []
+    tables: list[Measurements] = []
     for index, (path, target) in enumerate(zip(images, targets, strict=True)):
         pixels = read_image(path)
         factor = float(scale) if scale != AUTO_SCALE else None
@@ -361,8 +373,45 @@ def segment_files(
             break
         write_labels(result.labels, target)
         written.append(target)
+        if measure_to is not None:
+            tables.append(
+                measure_cells(result.labels, pixels, name=str(path), pixel_size=pixel_size)[1]
+            )
         yield FileSegmented(index, len(images), path, target)
+    if measure_to is not None:
+        yield from _write_measurements(tables, measure_to)
     return written
+
+
+def _write_measurements(tables: list[Measurements], path: Path) -> Generator[Notice, None, None]:
+    table = concatenate(tables)
+    write_csv(table, path)
+    if not len(table):
+        yield Notice(f"No cell was found, so {path} holds only the header.")
+    else:
+        yield Notice(f"Measured {len(table)} cell(s) into {path}.")
+
+
+def measure_files(
+    labels: Sequence[Path], out: Path, *, pixel_size: float | None = None
+) -> Generator[Notice | SegmentProgress, None, Measurements]:
+    """Measure the cells of class-label image files (0/1/2) into one CSV at ``out``.
+
+    Raises
+    ------
+    DataError
+        A missing file, or labels that are not single-channel classes 0, 1 and 2.
+    """
+    missing = [str(p) for p in labels if not Path(p).is_file()]
+    if missing:
+        raise DataError(f"No such label file: {', '.join(missing[:3])}; check the paths.")
+    tables = []
+    for index, path in enumerate(labels):
+        classes = check_class_labels(read_mask(Path(path)), f"The labels {path}")
+        tables.append(measure_cells(classes, name=str(path), pixel_size=pixel_size)[1])
+        yield SegmentProgress(index, len(labels), 1, 1)
+    yield from _write_measurements(tables, out)
+    return concatenate(tables)
 
 
 def write_labels(labels: np.ndarray, path: Path) -> Path:
