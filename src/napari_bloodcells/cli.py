@@ -30,28 +30,64 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+_ENVIRONMENT = """environment:
+  NAPARI_BLOODCELLS_DATA_URL  the dataset's source: a mirror's URL, or a folder holding a copy
+                              of zxaoyou/segmentation_WBC (offline use)
+  NAPARI_BLOODCELLS_CACHE     where the dataset and the recovery model are kept"""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default, and the environment block as written."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-bloodcells",
-        description="Train, evaluate and apply blood-cell segmentation models without napari.",
+        description="Train, evaluate, apply and measure blood-cell segmentation models from "
+        "the command line (no display needed); 'gui' opens napari with the widgets.",
+        epilog=_ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=__version__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    # --debug is also accepted after the sub-command; SUPPRESS keeps the one given first.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gui = sub.add_parser("gui", help="open napari with the widgets docked and the sample loaded")
+    gui = sub.add_parser(
+        "gui",
+        parents=[common],
+        formatter_class=_HelpFormatter,
+        epilog=_ENVIRONMENT,
+        help="open napari with the widgets docked and the sample loaded",
+    )
     gui.add_argument(
         "--sample", default="bloodcells", choices=["bloodcells", "single_cell", "none"]
     )
 
-    fetch = sub.add_parser("fetch", help="download the blood-cell dataset (Zheng et al. 2018)")
+    fetch = sub.add_parser(
+        "fetch",
+        parents=[common],
+        formatter_class=_HelpFormatter,
+        epilog=_ENVIRONMENT,
+        help="download the blood-cell dataset (Zheng et al. 2018)",
+    )
     fetch.add_argument(
         "--dest",
         type=Path,
         help="folder for bloodcells_seg/ (default: ./data in a checkout, else the cache)",
     )
 
-    train = sub.add_parser("train", help="train a model")
+    train = sub.add_parser(
+        "train",
+        parents=[common],
+        formatter_class=_HelpFormatter,
+        epilog=_ENVIRONMENT,
+        help="train a model",
+    )
     train.add_argument(
         "--data", type=Path, help="folder with images/ and masks/ (default: the blood-cell dataset)"
     )
@@ -84,20 +120,38 @@ def _parser() -> argparse.ArgumentParser:
         "--replay",
         default="auto",
         help="with --init: 'auto' replays the data the model was trained on, 'none' "
-        "replays nothing, or a folder with images/ and masks/ (default: auto)",
+        "replays nothing, or a folder with images/ and masks/",
     )
     train.add_argument(
         "--out", type=Path, required=True, help=f"where to save the model ({SUFFIX})"
     )
 
-    evaluate = sub.add_parser("evaluate", help="per-class Dice and IoU of a model")
+    evaluate = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        formatter_class=_HelpFormatter,
+        epilog=_ENVIRONMENT,
+        help="per-class Dice and IoU of a model",
+    )
     evaluate.add_argument("model", type=Path)
     evaluate.add_argument("--data", type=Path, help="default: the blood-cell dataset")
     evaluate.add_argument("--split", choices=["dev", "train", "all"], default="dev")
+    evaluate.add_argument(
+        "--model-split",
+        action="store_true",
+        help="split as the model was trained (its dev fraction and seed) instead of the "
+        "reference split that makes models comparable",
+    )
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    segment = sub.add_parser("segment", help="write class-index label images")
+    segment = sub.add_parser(
+        "segment",
+        parents=[common],
+        formatter_class=_HelpFormatter,
+        epilog=_ENVIRONMENT,
+        help="write class-index label images",
+    )
     segment.add_argument("model", type=Path)
     segment.add_argument("images", type=Path, nargs="+")
     segment.add_argument("--out", type=Path, required=True, help="output folder")
@@ -117,7 +171,11 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--device", default="auto")
 
     measure = sub.add_parser(
-        "measure", help="per-cell measurements (N:C ratio, lobes, ...) of class-label images"
+        "measure",
+        parents=[common],
+        formatter_class=_HelpFormatter,
+        epilog=_ENVIRONMENT,
+        help="per-cell measurements (N:C ratio, lobes, ...) of class-label images",
     )
     measure.add_argument("labels", type=Path, nargs="+", help="label images of classes 0/1/2")
     measure.add_argument("--out", type=Path, required=True, help="the CSV to write")
@@ -344,7 +402,9 @@ def _check_writable(path: Path) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from napari_bloodcells.core.dataset import NOTEBOOK_SEED, split_indices
+    from napari_bloodcells.core.dataset import split_indices
+
+    reference = TrainConfig()  # the notebook's split: 20 % of the pairs, seed 909
     from napari_bloodcells.core.device import resolve_device
     from napari_bloodcells.core.infer import segment_image
     from napari_bloodcells.core.jobs import load_model, load_training_data
@@ -356,8 +416,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     for notice in data.notices:
         print(notice, file=sys.stderr)
     data.check_classes(model.classes.num_classes)
-    fraction = float(model.config.get("dev_fraction", 0.2))
-    seed = int(model.config.get("split_seed", NOTEBOOK_SEED))
+    if args.model_split:  # the split the model itself was trained with
+        fraction = float(model.config.get("dev_fraction", reference.dev_fraction))
+        seed = int(model.config.get("split_seed", reference.split_seed))
+        which = f"the model's own split: {fraction:g} of the pairs, seed {seed}"
+    else:  # the same images for every model, so that scores compare
+        fraction, seed = reference.dev_fraction, reference.split_seed
+        which = f"the reference split: {fraction:g} of the pairs, seed {seed}"
     train_idx, dev_idx = split_indices(len(data), fraction, seed)
     indices = {"dev": dev_idx, "train": train_idx, "all": list(range(len(data)))}[args.split]
     if not indices:
@@ -370,6 +435,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "split": args.split,
+                    "split_rule": which,
                     "images": len(subset),
                     "dice": dict(zip(model.classes.names, scores.dice, strict=False)),
                     "iou": dict(zip(model.classes.names, scores.iou, strict=False)),
@@ -378,7 +444,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print(f"{args.split} split, {len(subset)} images (pooled pixels)")
+    where = "" if args.split == "all" else f" ({which})"
+    print(f"{args.split} split{where}, {len(subset)} images (pooled pixels)")
     print(f"{'class':<12} {'Dice':>7} {'IoU':>7}")
     for name, dice, iou in zip(model.classes.names, scores.dice, scores.iou, strict=False):
         print(f"{name:<12} {dice:7.4f} {iou:7.4f}")

@@ -172,6 +172,10 @@ def read_image(path: Path) -> np.ndarray:
     """
     from napari_bloodcells.core.imaging import to_rgb_uint8
 
+    if Path(path).suffix.lower() in {".tif", ".tiff"}:
+        # PIL reads 16-bit RGB TIFFs as 8-bit by dropping the high bits (values 0..15):
+        # tifffile keeps the samples, and to_rgb_uint8 then converts or refuses them.
+        return to_rgb_uint8(_read_tiff(Path(path)), str(path))
     try:
         with Image.open(path) as im:
             if im.mode in _HIGH_DEPTH_MODES or im.mode in {"L", "RGB", "RGBA"}:
@@ -183,6 +187,20 @@ def read_image(path: Path) -> np.ndarray:
             f"Cannot read the image {path} ({exc}); replace or remove the damaged file."
         ) from exc
     return to_rgb_uint8(pixels, str(path))
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        pixels = np.asarray(tifffile.imread(path, key=0))
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise DataError(
+            f"Cannot read the image {path} ({exc}); replace or remove the damaged file."
+        ) from exc
+    if pixels.ndim == 3 and pixels.shape[0] in (3, 4) and pixels.shape[-1] not in (3, 4):
+        pixels = np.moveaxis(pixels, 0, -1)  # planar (samples first) to interleaved
+    return pixels
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
 from napari_bloodcells.core.checkpoint import TrainedModel, atomic_write, load_checkpoint
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.classes import BLOODCELL_CLASSES, UNLABELLED
 from napari_bloodcells.core.dataset import SegmentationData, load_folder, read_image, read_mask
 from napari_bloodcells.core.device import resolve_device
 from napari_bloodcells.core.events import (
@@ -415,8 +415,24 @@ def measure_files(
 
 
 def write_labels(labels: np.ndarray, path: Path) -> Path:
-    """Write class indices as a PNG, atomically."""
+    """Write class indices as a palette PNG in the class colours, atomically.
+
+    The pixel values stay the class indices (0, 1, 2), so the file reads back
+    as labels; the palette makes it open as a picture in any viewer instead of
+    looking black.
+    """
     from PIL import Image
 
-    atomic_write(path, lambda tmp: Image.fromarray(labels).save(tmp, format="PNG"))
+    picture = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="P")
+    picture.putpalette(_palette())
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
     return path
+
+
+def _palette() -> list[int]:
+    palette = [0] * 768
+    for index, rgba in enumerate(BLOODCELL_CLASSES.colors):
+        rgb = (0.0, 0.0, 0.0) if rgba[3] == 0 else rgba[:3]
+        palette[3 * index : 3 * index + 3] = [round(255 * c) for c in rgb]
+    palette[3 * UNLABELLED : 3 * UNLABELLED + 3] = [128, 128, 128]
+    return palette
