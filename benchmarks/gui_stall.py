@@ -12,6 +12,7 @@ or, when no handler ran just before, to the worker thread holding the GIL.
 
     xvfb-run -a python benchmarks/gui_stall.py
     xvfb-run -a python benchmarks/gui_stall.py --preset default --images 40 --epochs 2
+    xvfb-run -a python benchmarks/gui_stall.py --preset default --images 10 --init base.pt
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from _common import bloodcell_data, median, settle, write_json
+from _common import bloodcell_data, hardware, median, settle, write_json
 
 TICK_MS = 10
 
@@ -45,6 +46,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--init", help="fine-tune this checkpoint instead (the fine-tune schedule, with replay)"
+    )
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
@@ -71,10 +75,17 @@ def main() -> None:
     settings.epochs.value = args.epochs
     settings.batch_size.value = args.batch_size
     settings.device.value = args.device
+    if args.init:
+        from pathlib import Path
+
+        from napari_bloodcells._widgets.options import FROM_FILE
+
+        settings.continue_from.value = FROM_FILE
+        settings.init_file.value = Path(args.init)
 
     # Time the widget's main-thread handler for each kind of event.
     handler_ms: dict[str, list[float]] = defaultdict(list)
-    handled = widget._on_event
+    handled = widget._on_yielded
     busy: list[tuple[float, float, str]] = []
 
     def timed(event: object) -> None:
@@ -95,7 +106,7 @@ def main() -> None:
     loop = QEventLoop()
     widget.run_finished.connect(lambda _result: loop.quit())
     # start() connects the worker's yielded signal to this attribute: time every call.
-    widget._on_event = timed
+    widget._on_yielded = timed
     timer.start()
     started = time.perf_counter()
     widget.start()
@@ -122,6 +133,7 @@ def main() -> None:
         "handler_median_ms": {k: round(median(v), 2) for k, v in handler_ms.items()},
     }
     result = widget.result
+    print(hardware())
     print(
         f"trained {args.images} images x {args.epochs} epochs ({args.preset}) in {seconds:.1f} s;"
         f" best epoch {result.best_epoch if result else '-'}"
