@@ -104,3 +104,44 @@ def test_fine_tune_can_be_undone(viewer, cell_stack, notes, qtbot, state):
     assert state.current.description == "the model before"
     assert not train.undo_button.enabled
     assert errors(notes) == []
+
+
+def test_measure_adds_cells_a_sortable_table_and_a_row_click_centres_its_cell(
+    viewer, tmp_path, notes, qtbot
+):
+    from skimage.draw import disk
+
+    segment = dock(viewer, "Segment")
+    classes = np.zeros((100, 200), np.uint8)
+    for centre in ((50, 50), (50, 100), (40, 170)):  # two touching cells and one apart
+        rr, cc = disk(centre, 28 if centre[1] < 150 else 18, shape=classes.shape)
+        classes[rr, cc] = 1
+        rr, cc = disk(centre, 10, shape=classes.shape)
+        classes[rr, cc] = 2
+    labels = viewer.add_labels(classes, name="corrected")
+    segment.corrected_layer.value = labels
+    segment.pixel_size.value = 0.5
+    with qtbot.waitSignal(segment.run_finished, timeout=RUN_TIMEOUT_MS):
+        segment.measure_button.native.click()
+    cells = viewer.layers["corrected cells"]
+    assert cells.data.max() == 3
+    assert list(cells.features["cell"]) == [1, 2, 3]
+    assert "area_um2" in cells.features and "nc_ratio" in cells.features
+    assert segment.cell_table.table.rowCount() == 3
+
+    table = segment.cell_table.table
+    area = list(table.horizontalHeaderItem(c).text() for c in range(table.columnCount())).index(
+        "area"
+    )
+    table.sortItems(area)  # the smallest cell first
+    segment.cell_table._on_click(0, 0)
+    smallest = int(cells.features["cell"][int(np.argmin(cells.features["area"]))])
+    assert cells.selected_label == smallest
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    centre = camera.center[-2:]
+    assert abs(centre[0] - 40) < 5 and abs(centre[1] - 170) < 5
+
+    out = tmp_path / "cells.csv"
+    segment.export_to(out)
+    assert out.read_text().count("\n") == 4  # the header and three cells
+    assert errors(notes) == []

@@ -9,7 +9,8 @@ the Train widget fine-tunes on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.types import FileDialogMode
@@ -24,6 +25,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from napari_bloodcells._widgets.cell_table import CellTable
 from napari_bloodcells._widgets.controls import (
     button_row,
     form,
@@ -36,6 +38,7 @@ from napari_bloodcells._widgets.layer_picker import LayerPicker
 from napari_bloodcells._widgets.layers import (
     image_input,
     is_unpainted_prediction,
+    mask_input,
     remember_scale,
     remembered_scale,
     slice_index,
@@ -49,19 +52,28 @@ from napari_bloodcells.core.bounds import range_of
 from napari_bloodcells.core.checkpoint import SUFFIX
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.events import (
+    CellsMeasured,
     ScaleChosen,
     Segmentation,
     SegmentationFinished,
     SegmentProgress,
 )
 from napari_bloodcells.core.infer import SCALE_RANGE, TileSettings
-from napari_bloodcells.core.jobs import ModelSource, scale_job, segmentation_job
+from napari_bloodcells.core.jobs import ModelSource, measure_job, scale_job, segmentation_job
+from napari_bloodcells.core.measure import Measurements, write_csv
 from napari_bloodcells.errors import BloodcellsError, ConfigError
 
 if TYPE_CHECKING:
     import napari
     from magicgui.widgets import Widget
     from napari.layers import Image, Labels
+
+
+def _camera(viewer: napari.viewer.Viewer) -> Any:
+    """The viewer's camera: ``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
 
 MODEL_CURRENT = "current session model"
 MODEL_FILE = "checkpoint file"
@@ -146,18 +158,40 @@ class SegmentWidget(JobWidget):
         self.add_button = PushButton(text="Add to training set")
         self.clear_button = PushButton(text="Clear training set")
         self.training_set_info = status_label()
+        self.measure_button = PushButton(
+            text="Measure cells",
+            tooltip="Split the corrected labels into cells and measure each one "
+            "(N:C ratio, lobes, ...)",
+        )
+        self.pixel_size = FloatSpinBox(
+            label="Pixel size (µm)",
+            value=0.0,
+            min=0.0,
+            max=100.0,
+            step=0.01,
+            tooltip="Micrometres per pixel, for areas in µm² (0: pixels only)",
+        )
+        self.export_button = PushButton(text="Export CSV…", enabled=False)
+        self.cell_table = CellTable()
+        self.measurements: Measurements | None = None
+        self.cells_layer: Labels | None = None
         self.last_layer: Labels | None = None
         self._target: Image | None = None
         self._scale = 1.0
         self._segmenting = False
         self._estimates: list[ScaleChosen] = []
+        self._measured: Labels | None = None
         super().__init__(viewer, "Segmentation")
+        self.native.layout().addWidget(self.cell_table)
         self.scroll_area = scroll_contents(self)
         self.segment_button.changed.connect(self.segment)
         self.estimate_button.changed.connect(self.estimate_scale)
         self.image_layer.changed.connect(self._restore_scale)
         self.add_button.changed.connect(self.add_to_training_set)
         self.clear_button.changed.connect(self.clear_training_set)
+        self.measure_button.changed.connect(self.measure)
+        self.export_button.changed.connect(self.export_csv)
+        self.cell_table.cell_clicked.connect(self.show_cell)
         self.model_source.changed.connect(self._show_model)
         subscribe(self.state.current.events.model, self._show_model, self.native)
         subscribe(self.state.training_set.changed, self._show_training_set, self.native)
@@ -182,6 +216,9 @@ class SegmentWidget(JobWidget):
             self.current_slice_only,
             button_row(self.add_button, self.clear_button),
             self.training_set_info,
+            Label(value="<b>Measure cells</b>"),
+            form(self.pixel_size),
+            button_row(self.measure_button, self.export_button),
         ]
 
     def segment(self, *_: object) -> None:
@@ -272,6 +309,83 @@ class SegmentWidget(JobWidget):
             "unchanged."
         )
 
+    def measure(self, *_: object) -> None:
+        """Measure the cells of the 'Corrected labels' layer in a worker."""
+        if self.running:
+            show_error("A segmentation is already running; wait for it to finish.")
+            return
+        labels_layer = self.corrected_layer.value
+        try:
+            index = None
+            if (
+                self.current_slice_only.value
+                and labels_layer is not None
+                and labels_layer.ndim == 3
+            ):
+                index = slice_index(self._viewer, labels_layer)
+            labels = mask_input(labels_layer, index)
+            pixels = self._colours_for(labels, index)
+        except BloodcellsError as exc:
+            show_error(str(exc))
+            return
+        self._measured = labels_layer
+        size = float(self.pixel_size.value) or None
+        self.status.value = f"Measuring the cells of '{labels_layer.name}'…"
+        self.run_job(
+            measure_job,
+            labels,
+            pixels,
+            stack=labels.ndim == 3,
+            name=labels_layer.name,
+            pixel_size=size,
+        )
+
+    def _colours_for(self, labels: np.ndarray, index: int | None) -> np.ndarray | None:
+        """The chosen image's pixels if they match ``labels``, for the mean colours; else None."""
+        try:
+            pixels = image_input(self.image_layer.value, index).array
+        except BloodcellsError:
+            return None  # no usable image: measure without colours
+        return pixels if pixels.shape[: labels.ndim] == labels.shape else None
+
+    def export_csv(self, *_: object) -> None:
+        """Write the last measurements to a CSV file chosen in a dialog."""
+        from qtpy.QtWidgets import QFileDialog
+
+        if self.measurements is None:
+            show_error("There are no measurements yet; press 'Measure cells' first.")
+            return
+        chosen, _filter = QFileDialog.getSaveFileName(
+            self.native, "Export measurements", "", "CSV (*.csv)"
+        )
+        if chosen:
+            self.export_to(Path(chosen))
+
+    def export_to(self, path: Path) -> None:
+        """Write the last measurements to ``path`` as CSV."""
+        assert self.measurements is not None
+        write_csv(self.measurements, path)
+        show_info(f"Wrote {len(self.measurements)} cell(s) to {path}.")
+
+    def show_cell(self, cell: int) -> None:
+        """Select cell ``cell`` in the cells layer and centre the view on it."""
+        layer, table = self.cells_layer, self.measurements
+        if layer is None or table is None or cell not in table.columns["cell"]:
+            return
+        row = table.columns["cell"].index(cell)
+        layer.selected_label = cell
+        layer.show_selected_label = True
+        centre = (table.columns["centroid_row"][row], table.columns["centroid_col"][row])
+        if layer.ndim == 3:
+            image_name = table.columns["image"][row]
+            index = int(image_name.rsplit("[", 1)[1].rstrip("]")) if "[" in image_name else 0
+            self._viewer.dims.set_current_step(0, index)
+            world = layer.data_to_world((index, *centre))
+        else:
+            world = layer.data_to_world(centre)
+        camera = _camera(self._viewer)
+        camera.center = (*tuple(camera.center)[:-2], *tuple(world)[-2:])
+
     def clear_training_set(self, *_: object) -> None:
         """Empty the session training set."""
         self.state.training_set.clear()
@@ -297,7 +411,9 @@ class SegmentWidget(JobWidget):
 
     def update_views(self, message: object) -> None:
         """Show tile progress; write the layers once the whole job has finished."""
-        if isinstance(message, ScaleChosen):
+        if isinstance(message, CellsMeasured):
+            self._show_cells(message)
+        elif isinstance(message, ScaleChosen):
             self._show_estimate(message)
         elif isinstance(message, SegmentProgress):
             self.progress.value = round(message.fraction * _PROGRESS_STEPS)
@@ -309,6 +425,25 @@ class SegmentWidget(JobWidget):
                 self.status.value = message.result.reason
             else:
                 self._write(message.result)
+
+    def _show_cells(self, measured: CellsMeasured) -> None:
+        source = self._measured
+        name = f"{source.name} cells" if source is not None else "cells"
+        features = {"index": measured.table.columns["cell"], **measured.table.columns}
+        if self.cells_layer is not None and self.cells_layer in self._viewer.layers:
+            self._viewer.layers.remove(self.cells_layer)
+        self.cells_layer = self._viewer.add_labels(
+            measured.cells,
+            name=name,
+            features=features,
+            opacity=0.4,
+            scale=source.scale if source is not None else None,
+            translate=source.translate if source is not None else None,
+        )
+        self.measurements = measured.table
+        self.cell_table.show_table(measured.table)
+        self.export_button.enabled = True
+        self.status.value = f"Measured {len(measured.table)} cell(s) of '{name}'."
 
     def _show_estimate(self, chosen: ScaleChosen) -> None:
         self._estimates.append(chosen)

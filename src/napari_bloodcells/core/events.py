@@ -235,6 +235,14 @@ class ScaleChosen:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class CellsMeasured:
+    """Cell instances (same shape as the labels) and their measurements, one row per cell."""
+
+    cells: np.ndarray
+    table: Any
+
+
 SegmentationEvent = SegmentProgress | Notice | SegmentationFinished
 
 

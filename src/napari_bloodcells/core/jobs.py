@@ -21,6 +21,7 @@ from napari_bloodcells.core.classes import BLOODCELL_CLASSES, UNLABELLED
 from napari_bloodcells.core.dataset import SegmentationData, load_folder, read_image, read_mask
 from napari_bloodcells.core.device import resolve_device
 from napari_bloodcells.core.events import (
+    CellsMeasured,
     DataReady,
     FileSegmented,
     Notice,
@@ -390,6 +391,47 @@ def _write_measurements(tables: list[Measurements], path: Path) -> Generator[Not
         yield Notice(f"No cell was found, so {path} holds only the header.")
     else:
         yield Notice(f"Measured {len(table)} cell(s) into {path}.")
+
+
+def measure_job(
+    labels: np.ndarray,
+    image: np.ndarray | None = None,
+    *,
+    stack: bool = False,
+    name: str = "",
+    pixel_size: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[SegmentProgress | Notice | CellsMeasured, None, CellsMeasured | None]:
+    """Measure the cells of class labels (one image, or every slice of a stack).
+
+    The cell ids of a stack run on from slice to slice, so that every cell has
+    one id; the table's ``image`` column names the slice.
+    """
+    should_stop = should_stop or (lambda: False)
+    slices = list(labels) if stack else [labels]
+    pictures = (list(image) if stack else [image]) if image is not None else [None] * len(slices)
+    cells = np.zeros((len(slices), *np.asarray(slices[0]).shape), np.int32)
+    tables = []
+    for index, (classes, picture) in enumerate(zip(slices, pictures, strict=True)):
+        if should_stop():
+            return None
+        label = f"{name} [{index}]" if stack else name
+        found, table = measure_cells(
+            check_class_labels(np.asarray(classes), f"The labels {name}".strip()),
+            None if picture is None else to_rgb_uint8(np.asarray(picture)),
+            name=label,
+            pixel_size=pixel_size,
+        )
+        offset = int(cells.max())
+        cells[index] = np.where(found > 0, found + offset, 0)
+        table.columns["cell"] = [c + offset for c in table.columns["cell"]]
+        tables.append(table)
+        yield SegmentProgress(index, len(slices), 1, 1)
+    result = CellsMeasured(cells if stack else cells[0], concatenate(tables))
+    if not len(result.table):
+        yield Notice(f"No cell was found in {name or 'the labels'}; the table is empty.")
+    yield result
+    return result
 
 
 def measure_files(
