@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from napari_bloodcells import __version__
 from napari_bloodcells.core.bounds import check_bounds, options_of
@@ -57,22 +57,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gui = sub.add_parser(
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A sub-command that takes --debug too, and shows defaults and the environment."""
+        return sub.add_parser(
+            name, parents=[common], formatter_class=_HelpFormatter, epilog=_ENVIRONMENT, **kwargs
+        )
+
+    gui = add_command(
         "gui",
-        parents=[common],
-        formatter_class=_HelpFormatter,
-        epilog=_ENVIRONMENT,
         help="open napari with the widgets docked and the sample loaded",
     )
     gui.add_argument(
         "--sample", default="bloodcells", choices=["bloodcells", "single_cell", "none"]
     )
 
-    fetch = sub.add_parser(
+    fetch = add_command(
         "fetch",
-        parents=[common],
-        formatter_class=_HelpFormatter,
-        epilog=_ENVIRONMENT,
         help="download the blood-cell dataset (Zheng et al. 2018)",
     )
     fetch.add_argument(
@@ -81,11 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         help="folder for bloodcells_seg/ (default: ./data in a checkout, else the cache)",
     )
 
-    train = sub.add_parser(
+    train = add_command(
         "train",
-        parents=[common],
-        formatter_class=_HelpFormatter,
-        epilog=_ENVIRONMENT,
         help="train a model",
     )
     train.add_argument(
@@ -126,11 +123,8 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help=f"where to save the model ({SUFFIX})"
     )
 
-    evaluate = sub.add_parser(
+    evaluate = add_command(
         "evaluate",
-        parents=[common],
-        formatter_class=_HelpFormatter,
-        epilog=_ENVIRONMENT,
         help="per-class Dice and IoU of a model",
     )
     evaluate.add_argument("model", type=Path)
@@ -145,11 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    segment = sub.add_parser(
+    segment = add_command(
         "segment",
-        parents=[common],
-        formatter_class=_HelpFormatter,
-        epilog=_ENVIRONMENT,
         help="write class-index label images",
     )
     segment.add_argument("model", type=Path)
@@ -170,11 +161,8 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--tile-batch", type=int, default=tiles.batch)
     segment.add_argument("--device", default="auto")
 
-    measure = sub.add_parser(
+    measure = add_command(
         "measure",
-        parents=[common],
-        formatter_class=_HelpFormatter,
-        epilog=_ENVIRONMENT,
         help="per-cell measurements (N:C ratio, lobes, ...) of class-label images",
     )
     measure.add_argument("labels", type=Path, nargs="+", help="label images of classes 0/1/2")

@@ -11,20 +11,12 @@ from psygnal import Signal
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from napari_bloodcells.core.measure import COLUMNS
+
 if TYPE_CHECKING:
     from napari_bloodcells.core.measure import Measurements
 
-SHOWN = (
-    "image",
-    "cell",
-    "area",
-    "nucleus_area",
-    "cytoplasm_area",
-    "nc_ratio",
-    "nucleus_lobes",
-    "circularity",
-    "touches_border",
-)
+SHOWN = (*COLUMNS[:7], "circularity", "touches_border")
 """Columns the table shows; the CSV export and the layer's features hold them all."""
 
 

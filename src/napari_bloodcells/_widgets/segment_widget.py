@@ -223,8 +223,7 @@ class SegmentWidget(JobWidget):
 
     def segment(self, *_: object) -> None:
         """Check the inputs, then segment in a worker; problems become notifications."""
-        if self.running:
-            show_error("A segmentation is already running; wait for it to finish.")
+        if self._refuse_while_running():
             return
         try:
             model = self._model()  # before copying the pixels: cheaper to fail
@@ -256,8 +255,7 @@ class SegmentWidget(JobWidget):
 
     def estimate_scale(self, *_: object) -> None:
         """Estimate the Scale for the chosen image in a worker, and put it in the Scale field."""
-        if self.running:
-            show_error("A segmentation is already running; wait for it to finish.")
+        if self._refuse_while_running():
             return
         try:
             model = self._model()
@@ -279,13 +277,7 @@ class SegmentWidget(JobWidget):
         """
         labels_layer = self.corrected_layer.value
         try:
-            index = None
-            if (
-                self.current_slice_only.value
-                and labels_layer is not None
-                and labels_layer.ndim == 3
-            ):
-                index = slice_index(self._viewer, labels_layer)
+            index = self._chosen_slice(labels_layer)
             model = self.state.current.model
             classes = model.classes if model is not None else BLOODCELL_CLASSES
             image_layer = self.image_layer.value
@@ -311,18 +303,11 @@ class SegmentWidget(JobWidget):
 
     def measure(self, *_: object) -> None:
         """Measure the cells of the 'Corrected labels' layer in a worker."""
-        if self.running:
-            show_error("A segmentation is already running; wait for it to finish.")
+        if self._refuse_while_running():
             return
         labels_layer = self.corrected_layer.value
         try:
-            index = None
-            if (
-                self.current_slice_only.value
-                and labels_layer is not None
-                and labels_layer.ndim == 3
-            ):
-                index = slice_index(self._viewer, labels_layer)
+            index = self._chosen_slice(labels_layer)
             labels = mask_input(labels_layer, index)
             pixels = self._colours_for(labels, index)
         except BloodcellsError as exc:
@@ -339,6 +324,18 @@ class SegmentWidget(JobWidget):
             name=labels_layer.name,
             pixel_size=size,
         )
+
+    def _refuse_while_running(self) -> bool:
+        """Say so, and return True, if this widget's job (segment, estimate, measure) runs."""
+        if self.running:
+            show_error("A segmentation is already running; wait for it to finish.")
+        return self.running
+
+    def _chosen_slice(self, labels_layer: Labels | None) -> int | None:
+        """The slice on screen when "Current slice only" applies to a stack, else None."""
+        if self.current_slice_only.value and labels_layer is not None and labels_layer.ndim == 3:
+            return slice_index(self._viewer, labels_layer)
+        return None
 
     def _colours_for(self, labels: np.ndarray, index: int | None) -> np.ndarray | None:
         """The chosen image's pixels if they match ``labels``, for the mean colours; else None."""
