@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 
 import numpy as np
@@ -22,7 +23,13 @@ from napari_bloodcells.core.models import ModelSpec
 from napari_bloodcells.core.preprocessing import Preprocessing
 from napari_bloodcells.errors import BloodcellsError
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Fixed examples under CI, so that a landing never hangs on a new random draw; fresh ones locally.
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("CI")),
+)
 
 
 def _outcome(convert, *args):
