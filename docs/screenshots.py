@@ -13,6 +13,9 @@ docs/images/:
     4-correct.png                   a nucleus painted in with the label brush
     5-add-to-training-set.png       the corrected slice added to the session set
     6-fine-tune.png                 fine-tuned, segmented again: a new layer beside the painted one
+    layout-1066x651.png             napari's opening window while training: the docks are tabs,
+    layout-1066x651-segment.png     Train shows progress, curves and preview; the Segment tab
+    layout-1600x1000.png            a large window: both docks at once, during training
 
 To keep it quick the sample is cut to its first 24 images and the walkthrough's
 training runs 2 epochs of the ``seed`` preset on the CPU. The overview shows what
@@ -130,13 +133,61 @@ def densest(mask: np.ndarray, radius: int) -> tuple[int, int]:
     return int(row), int(col)
 
 
+LAYOUT_SIZES = ((1066, 651), (1600, 1000))
+
+
+def layout_shots() -> None:
+    """The docks as ``napari-bloodcells gui`` arranges them, mid-training, at two window sizes."""
+    import time
+
+    import napari
+
+    from napari_bloodcells._launch import TABS_BELOW_HEIGHT, dock_widgets
+    from napari_bloodcells._widgets.data_picker import FROM_LAYERS
+
+    for size in LAYOUT_SIZES:
+        viewer = napari.Viewer(title="napari-bloodcells", show=True)
+        viewer.window._qt_window.resize(*size)
+        settle()
+        train, segment = dock_widgets(viewer)
+        viewer.open_sample("napari-bloodcells", "bloodcells")
+        image, truth = viewer.layers["blood cells"], viewer.layers["blood cells labels"]
+        image.data, truth.data = image.data[:IMAGES], truth.data[:IMAGES]
+        viewer.reset_view()
+        train.data.source.value = FROM_LAYERS
+        train.data.image_layer.value = image
+        train.data.labels_layer.value = truth
+        options = train.settings
+        options.preset.value = "seed"
+        options.epochs.value = 30
+        options.dev_fraction.value = 0.15
+        options.device.value = "cpu"
+        train.start()
+        deadline = time.monotonic() + 300
+        while len(train.plot.epochs) < 2 and time.monotonic() < deadline:
+            settle(100)
+        dismiss_notifications(viewer)
+        name = f"layout-{size[0]}x{size[1]}"
+        save(viewer, f"{name}.png")
+        if size[1] < TABS_BELOW_HEIGHT:
+            segment.native.parentWidget().raise_()
+            save(viewer, f"{name}-segment.png")
+        train.stop()
+        wait_for(train.run_finished, lambda: None, busy=lambda: train.running)
+        viewer.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--model", type=Path, help="a trained checkpoint for overview.png")
+    parser.add_argument("--layout-only", action="store_true", help="only the layout-*.png pictures")
     args = parser.parse_args(argv)
     if SHARED.is_dir():
         os.environ.setdefault("NAPARI_BLOODCELLS_DATA_URL", str(SHARED))
     OUT.mkdir(exist_ok=True)
+    layout_shots()
+    if args.layout_only:
+        return
 
     import napari
     from qtpy.QtCore import Qt

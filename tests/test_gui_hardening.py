@@ -198,7 +198,7 @@ def test_bad_training_layers_are_refused_with_one_sentence(viewer_with_train, no
         assert_plain_error(notes, fragment)
         assert not widget.running and state.runs.training is None
         assert widget.start_button.enabled
-        assert widget.progress_label.value == "Not started."
+        assert widget.progress_text == "Not started."
         viewer.layers.clear()
 
 

@@ -157,7 +157,7 @@ def test_training_updates_progress_plot_preview_and_session(
     # 8 pairs, 2 for dev, batches of 2: 3 batches in the one epoch.
     assert train_widget.progress.max == 3
     assert train_widget.progress.value == 3
-    assert train_widget.progress_label.value.startswith("epoch 1/1, batch 3/3")
+    assert train_widget.progress_text.startswith("epoch 1/1, batch 3/3")
     plot = train_widget.plot
     assert plot.epochs == [1]
     assert np.isfinite(plot.train_loss[0]) and np.isfinite(plot.dev_loss[0])

@@ -21,14 +21,16 @@ def single_path(edit: FileEdit) -> Path | None:
     return Path(value)
 
 
-def status_label(text: str = "") -> Label:
+def status_label(text: str = "", wrap: bool = True) -> Label:
     """A label for changing status text that never widens its dock widget.
 
     A wider dock shrinks napari's canvas, which then re-renders every layer on
     the main thread: a status line growing each batch would stall the viewer.
+    A wrapping label reserves room for a second line; ``wrap=False`` keeps a
+    short line (the batch counter) to one, cut at the dock's edge.
     """
     label = Label(value=text)
-    label.native.setWordWrap(True)
+    label.native.setWordWrap(wrap)
     label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     return label
 
@@ -104,3 +106,26 @@ def scroll_contents(container: Container) -> QScrollArea:
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
     return scroll
+
+
+def collapsible(title: str, *widgets: Widget, expanded: bool = True) -> QWidget:
+    """A titled section whose ``widgets`` fold away behind a click on the title.
+
+    The Train form folds while a run goes so that, on a laptop-sized window,
+    the progress, the curves and the preview fit the dock without scrolling.
+
+    Returns
+    -------
+    superqt.QCollapsible
+        The section (``expand``/``collapse``/``isExpanded``).
+    """
+    from superqt import QCollapsible
+
+    section = QCollapsible(title, expandedIcon="▼", collapsedIcon="▶")
+    section.setDuration(0)  # an animated fold relayouts the dock for every frame
+    section.layout().setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        section.addWidget(widget.native)
+    if expanded:
+        section.expand(animate=False)
+    return section

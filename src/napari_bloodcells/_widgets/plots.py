@@ -29,7 +29,7 @@ TRANSPARENT_STAND_IN = (0.62, 0.62, 0.62)
 """Plot colour for a class drawn transparent in layers (the background)."""
 TRAIN_COLOR = "#1f77b4"
 DEV_COLOR = "#ff7f0e"
-_HEIGHT_PX = 270
+_HEIGHT_PX = 190
 _FONT_SIZE = 7
 
 
@@ -42,11 +42,39 @@ def _theme_text_color(theme: str) -> str:
         return "#dddddd"
 
 
-def class_color(rgba: tuple[float, ...]) -> tuple[float, float, float]:
-    """The class colour as RGB, with a grey stand-in for a transparent class."""
+MIN_LUMINANCE_ON_DARK = 0.3
+"""Curves darker than this are lightened on a dark theme (pure blue is 0.07)."""
+
+
+def luminance(rgb: tuple[float, ...]) -> float:
+    """Relative luminance (ITU-R BT.709 weights) of an RGB colour in 0..1."""
+    return 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]
+
+
+def class_color(rgba: tuple[float, ...], dark: bool = False) -> tuple[float, float, float]:
+    """The class colour as RGB, with a grey stand-in for a transparent class.
+
+    On a dark background (``dark``) a dark class colour, like the nucleus's
+    pure blue, is mixed with white until it is readable; its hue is kept.
+    """
     if len(rgba) > 3 and rgba[3] == 0:
         return TRANSPARENT_STAND_IN
-    return (float(rgba[0]), float(rgba[1]), float(rgba[2]))
+    rgb = (float(rgba[0]), float(rgba[1]), float(rgba[2]))
+    if dark and luminance(rgb) < MIN_LUMINANCE_ON_DARK:
+        share = (MIN_LUMINANCE_ON_DARK - luminance(rgb)) / (1.0 - luminance(rgb))
+        rgb = (
+            rgb[0] + share * (1 - rgb[0]),
+            rgb[1] + share * (1 - rgb[1]),
+            rgb[2] + share * (1 - rgb[2]),
+        )
+    return rgb
+
+
+def _hex_rgb(color: str) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(color)
+    return (r, g, b)
 
 
 class LossPlot(FigureCanvasQTAgg):
@@ -79,7 +107,7 @@ class LossPlot(FigureCanvasQTAgg):
         self.setMinimumWidth(160)
         self._text_color = text_color
         self.loss_axes, self.dice_axes = figure.subplots(2, 1, sharex=True)
-        figure.subplots_adjust(left=0.14, right=0.98, top=0.93, bottom=0.12, hspace=0.28)
+        figure.subplots_adjust(left=0.14, right=0.98, top=0.9, bottom=0.19, hspace=0.5)
         self.loss_axes.set_ylabel("loss", fontsize=_FONT_SIZE)
         self.dice_axes.set_ylabel("dev Dice", fontsize=_FONT_SIZE)
         self.dice_axes.set_xlabel("epoch", fontsize=_FONT_SIZE)
@@ -95,6 +123,7 @@ class LossPlot(FigureCanvasQTAgg):
         self.dice: dict[str, list[float]] = {}
         self._loss_lines: list[Line2D] = []
         self._dice_lines: dict[str, Line2D] = {}
+        self._classes = BLOODCELL_CLASSES
         self.reset(BLOODCELL_CLASSES)
 
     @classmethod
@@ -114,9 +143,19 @@ class LossPlot(FigureCanvasQTAgg):
         """The colour of axes, ticks, labels and legends."""
         return self._text_color
 
+    @property
+    def dark(self) -> bool:
+        """Whether the theme is dark (light text), so dark class colours are lightened."""
+        return luminance(_hex_rgb(self._text_color)) > 0.5
+
     def set_text_color(self, color: str) -> None:
-        """Recolour axes, ticks, labels and legends (e.g. after a theme change)."""
+        """Recolour axes, ticks, labels, legends and class curves (e.g. after a theme change)."""
         self._text_color = color
+        for name, rgba in zip(self._classes.names, self._classes.colors, strict=True):
+            if name in self._dice_lines:
+                self._dice_lines[name].set_color(class_color(rgba, self.dark))
+        if self._dice_lines:
+            self._legend(self.dice_axes)  # legend handles copy the colours they were made with
         for axes in (self.loss_axes, self.dice_axes):
             axes.yaxis.label.set_color(color)
             axes.xaxis.label.set_color(color)
@@ -133,7 +172,7 @@ class LossPlot(FigureCanvasQTAgg):
         axes.legend(
             fontsize=_FONT_SIZE,
             loc="upper left",
-            bbox_to_anchor=(0.0, 1.18),
+            bbox_to_anchor=(0.0, 1.22),
             ncols=4,
             frameon=False,
             handlelength=1.2,
@@ -145,6 +184,7 @@ class LossPlot(FigureCanvasQTAgg):
         self.epochs = []
         self.train_loss = []
         self.dev_loss = []
+        self._classes = classes
         self.dice = {name: [] for name in classes.names}
         for line in [*self._loss_lines, *self._dice_lines.values()]:
             line.remove()
@@ -154,7 +194,9 @@ class LossPlot(FigureCanvasQTAgg):
             self.loss_axes.plot([], [], color=DEV_COLOR, label="dev", **style)[0],
         ]
         self._dice_lines = {
-            name: self.dice_axes.plot([], [], color=class_color(rgba), label=name, **style)[0]
+            name: self.dice_axes.plot(
+                [], [], color=class_color(rgba, self.dark), label=name, **style
+            )[0]
             for name, rgba in zip(classes.names, classes.colors, strict=True)
         }
         self._legend(self.loss_axes)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from napari_bloodcells.core.events import PreviewRow
 
 COLUMNS = ("Input", "Ground truth", "Prediction")
-THUMBNAIL = 96
+THUMBNAIL = 64
 """Displayed size of each tile, in screen pixels."""
 RESERVED_ROWS = 3
 """Rows laid out from the start (the default preview size), so that the first

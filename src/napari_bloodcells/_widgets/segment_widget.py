@@ -28,6 +28,7 @@ from magicgui.widgets import (
 from napari_bloodcells._widgets.cell_table import CellTable
 from napari_bloodcells._widgets.controls import (
     button_row,
+    collapsible,
     form,
     scroll_contents,
     single_path,
@@ -182,7 +183,14 @@ class SegmentWidget(JobWidget):
         self._estimates: list[ScaleChosen] = []
         self._measured: Labels | None = None
         super().__init__(viewer, "Segmentation")
-        self.native.layout().addWidget(self.cell_table)
+        # Rarely changed, so folded below the Segment button: the button and its
+        # progress stay in view in a short dock.
+        self.more_options = collapsible(
+            "More options", form(self.tile_size), self.confidence, expanded=False
+        )
+        layout = self.native.layout()
+        layout.insertWidget(layout.indexOf(self.status.native) + 1, self.more_options)
+        layout.addWidget(self.cell_table)
         self.scroll_area = scroll_contents(self)
         self.segment_button.changed.connect(self.segment)
         self.estimate_button.changed.connect(self.estimate_scale)
@@ -206,8 +214,6 @@ class SegmentWidget(JobWidget):
             form(self.image_layer, self.model_source, self.model_file),
             self.model_info,
             button_row(form(self.scale), self.estimate_button),
-            form(self.tile_size),
-            self.confidence,
             button_row(self.segment_button, self.stop_button),
             self.progress,
             self.status,

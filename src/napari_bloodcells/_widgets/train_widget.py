@@ -19,6 +19,8 @@ from magicgui.widgets import FileEdit, ProgressBar, PushButton
 
 from napari_bloodcells._widgets.controls import (
     button_row,
+    collapsible,
+    form,
     scroll_contents,
     single_path,
     status_label,
@@ -85,7 +87,9 @@ class TrainWidget(JobWidget):
     start_button, stop_button, fine_tune_button, save_button : PushButton
     progress : ProgressBar
         Batches done out of epochs x batches per epoch.
-    progress_label, status, recovery_label : Label
+    progress_text : str
+        What the progress bar says besides its percentage ("epoch 2/30, batch 5/40").
+    status, recovery_label : Label
     plot : LossPlot
         Train/dev loss and per-class dev Dice per epoch.
     preview : PreviewGrid
@@ -115,8 +119,8 @@ class TrainWidget(JobWidget):
             tooltip="Make the model from before the last fine-tune current again",
         )
         self.progress = ProgressBar(min=0, max=1, value=0)
-        self.progress_label = status_label("Not started.")
         self.recovery_label = status_label()
+        self._progress_text = ""
         self.save_path = FileEdit(
             label="Save to", mode=FileDialogMode.OPTIONAL_FILE, filter=f"*{SUFFIX}", nullable=True
         )
@@ -128,10 +132,19 @@ class TrainWidget(JobWidget):
         self._epochs = 1
         self._summary = ""
         self._finetune = False
+        self.fine_tune_row = button_row(self.fine_tune_button, self.undo_button)
+        self.save_row = button_row(form(self.save_path), self.save_button)
         super().__init__(viewer, "Training")
-        # The plot and preview are plain Qt widgets: put them under the controls.
-        self.native.layout().addWidget(self.plot)
-        self.native.layout().addWidget(self.preview)
+        self.progress_text = "Not started."
+        # The form folds while a run goes (see :meth:`set_running`), so that the
+        # progress, curves and preview fit a laptop-sized dock without scrolling.
+        self.setup_section = collapsible("Data and options", self.data, self.settings)
+        layout = self.native.layout()
+        layout.insertWidget(0, self.setup_section)
+        # The plot and preview are plain Qt widgets: put them under the progress.
+        index = layout.indexOf(self.status.native) + 1
+        layout.insertWidget(index, self.plot)
+        layout.insertWidget(index + 1, self.preview)
         self.scroll_area = scroll_contents(self)
         self.native_parent_changed.connect(self._on_parent_changed)
         self.start_button.changed.connect(self.start)
@@ -143,18 +156,33 @@ class TrainWidget(JobWidget):
         self._on_model_changed(self.state.current.model)
 
     def contents(self) -> list[Widget]:
-        """Data, options, Start/Stop, progress, status and Save, top to bottom."""
+        """Start/Stop, progress, status and Save; the folding form goes on top."""
         return [
-            self.data,
-            self.settings,
             button_row(self.start_button, self.stop_button),
-            button_row(self.fine_tune_button, self.undo_button),
+            self.fine_tune_row,
             self.progress,
-            self.progress_label,
             self.status,
             self.recovery_label,
-            button_row(self.save_path, self.save_button),
+            self.save_row,
         ]
+
+    @property
+    def progress_text(self) -> str:
+        """The text inside the progress bar, before its percentage."""
+        return self._progress_text
+
+    @progress_text.setter
+    def progress_text(self, text: str) -> None:
+        # Inside the bar rather than on a line of its own: one line less between
+        # the Stop button and the curves in a short dock.
+        self._progress_text = text
+        self.progress.native.setFormat(f"{text}  %p%")
+
+    def reset_choices(self, *_: object) -> None:
+        """Refresh every drop-down, the folding form's included."""
+        super().reset_choices()
+        self.data.reset_choices()
+        self.settings.reset_choices()
 
     def start(self, *_: object) -> None:
         """Check the inputs, then train in a worker; problems become notifications.
@@ -185,7 +213,7 @@ class TrainWidget(JobWidget):
         self.result = None
         self._finetune = finetune
         self.progress.value = 0
-        self.progress_label.value = "Loading the data…"
+        self.progress_text = "Loading the data…"
         self.status.value = f"Training {init_text} on {data_text}."
         self.preview.clear()
         path = fine_tune_path() if finetune else recovery_path()
@@ -246,12 +274,20 @@ class TrainWidget(JobWidget):
         return Path(name) if name else None
 
     def set_running(self, running: bool) -> None:
-        """Grey out the form while a run goes; offer Stop."""
+        """Fold and grey out the form while a run goes; offer Stop.
+
+        The form stays folded after the run, so the curves and preview it
+        produced stay in view; a click on its title opens it again.
+        """
         super().set_running(running)
         self.start_button.enabled = not running
         self.fine_tune_button.enabled = not running
+        self.fine_tune_row.visible = not running
+        self.save_row.visible = not running
         self.data.enabled = not running
         self.settings.enabled = not running
+        if running:
+            self.setup_section.collapse(animate=False)
 
     def on_outcome(self, message: object) -> None:
         """The run's best model becomes current, even if the dock was closed meanwhile."""
@@ -267,7 +303,7 @@ class TrainWidget(JobWidget):
             self.status.value = event.description
         if isinstance(event, BatchEnded):
             self.progress.value = (event.epoch - 1) * self._batches_per_epoch + event.batch
-            self.progress_label.value = (
+            self.progress_text = (
                 f"epoch {event.epoch}/{self._epochs}, batch "
                 f"{event.batch}/{event.batches_per_epoch} (loss {event.loss:.3f})"
             )
@@ -279,15 +315,15 @@ class TrainWidget(JobWidget):
             self._batches_per_epoch = event.batches_per_epoch
             self._epochs = event.epochs
             self.progress.max = event.epochs * event.batches_per_epoch
-            self.progress_label.value = f"epoch 1/{event.epochs}, batch 0/{event.batches_per_epoch}"
+            self.progress_text = f"epoch 1/{event.epochs}, batch 0/{event.batches_per_epoch}"
             self.status.value = (
-                f"Training on {event.device} ({event.precision}): "
-                f"{event.n_train} training and {event.n_dev} dev images."
+                f"On {event.device} ({event.precision}): {event.n_train} training, "
+                f"{event.n_dev} dev images."
             )
         elif isinstance(event, DataReady):
             self.plot.reset(event.classes)
             self.preview.set_classes(event.classes)
-            self.progress_label.value = f"Loaded {event.pairs} image(s); building the model…"
+            self.progress_text = f"Loaded {event.pairs} image(s); building the model…"
         elif isinstance(event, TrainingFinished):
             self.status.value = self._summary
 

@@ -1,0 +1,60 @@
+"""What a new user sees in napari's opening window (1066x651) and in a large one."""
+
+from __future__ import annotations
+
+import pytest
+
+from gui_helpers import RUN_TIMEOUT_MS, add_cells, tiny_run, use_layers
+from napari_bloodcells._launch import dock_widgets
+
+pytestmark = pytest.mark.gui
+
+
+def fully_shown(widget) -> bool:
+    """Whether every pixel of the Qt ``widget`` is on screen, not scrolled or folded away."""
+    if not widget.isVisible():
+        return False
+    region = widget.visibleRegion().boundingRect()
+    return region.size() == widget.size()
+
+
+@pytest.fixture
+def shown_viewer(make_napari_viewer):
+    """A napari window on the (virtual) screen, as a user sees it."""
+    return make_napari_viewer(show=True)
+
+
+@pytest.mark.parametrize("size", [(1066, 651), (1600, 1000)])
+def test_progress_plot_preview_and_segment_button_in_view_while_training(
+    shown_viewer, qtbot, cell_stack, size, data_env
+):
+    viewer = shown_viewer
+    viewer.window._qt_window.resize(*size)
+    qtbot.waitUntil(lambda: viewer.window.geometry()[2:] == size, timeout=5000)
+    train, segment = dock_widgets(viewer)
+    image, labels = add_cells(viewer, cell_stack, count=8)
+    use_layers(train, image, labels)
+    tiny_run(train, epochs=2)
+    train.start()
+    qtbot.waitUntil(lambda: len(train.plot.epochs) >= 1, timeout=RUN_TIMEOUT_MS)
+    try:
+        qtbot.wait(100)
+        for part in (train.progress.native, train.plot, train.preview, train.stop_button.native):
+            region = part.visibleRegion().boundingRect()
+            assert fully_shown(part), f"{part} shows {region} of {part.size()} at {size}"
+        assert not train.setup_section.isExpanded()
+        if size[1] < 900:  # tabs: the Segment tab shows its button when picked
+            segment.native.parentWidget().raise_()
+            qtbot.wait(50)
+        for part in (segment.segment_button.native, segment.progress.native):
+            assert fully_shown(part), f"Segment's {part} is hidden at {size}"
+    finally:
+        train.stop()
+        qtbot.waitUntil(lambda: not train.running, timeout=RUN_TIMEOUT_MS)
+
+
+def test_save_field_has_a_label(viewer):
+    train, _ = dock_widgets(viewer)
+    assert train.save_path.label == "Save to"
+    labels = [w.text() for w in train.native.findChildren(type(train.status.native))]
+    assert "Save to" in labels
