@@ -58,3 +58,18 @@ def test_save_field_has_a_label(viewer):
     assert train.save_path.label == "Save to"
     labels = [w.text() for w in train.native.findChildren(type(train.status.native))]
     assert "Save to" in labels
+
+
+def test_nucleus_curve_is_lightened_on_the_dark_theme_only(viewer):
+    from napari_bloodcells._widgets.plots import MIN_LUMINANCE_ON_DARK, luminance
+
+    train, _ = dock_widgets(viewer)
+    viewer.theme = "dark"
+    dark_blue = train.plot._dice_lines["nucleus"].get_color()
+    viewer.theme = "light"
+    light_blue = train.plot._dice_lines["nucleus"].get_color()
+    from matplotlib.colors import to_rgb
+
+    assert luminance(to_rgb(dark_blue)) >= MIN_LUMINANCE_ON_DARK - 1e-6
+    assert to_rgb(light_blue) == (0.0, 0.0, 1.0)
+    assert to_rgb(dark_blue)[2] == 1.0  # still blue

@@ -74,10 +74,44 @@ def test_layer_pickers_follow_new_layers_of_their_kind_until_the_user_picks(view
     assert train_widget.data.image_layer.value is image
 
     picker.value = image  # the user's choice (masks read from a file open as images) stays
-    viewer.add_labels(np.zeros((8, 8), np.uint8), name="more labels")
+    viewer.add_image(rgb, rgb=True, name="another image")
     assert picker.value is image
-    viewer.layers.remove(image)
+    more = viewer.add_labels(np.zeros((8, 8), np.uint8), name="more labels")
+    assert picker.value is more  # newly opened labels: the ones to work on
+    viewer.layers.remove(more)
     assert picker.value is labels
+
+
+def test_image_picker_moves_to_a_newly_opened_image_but_not_to_plugin_layers(
+    viewer, segment_widget
+):
+    picker = segment_widget.image_layer
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    first = viewer.add_image(rgb, rgb=True, name="first")
+    second = viewer.add_image(rgb, rgb=True, name="second")
+    assert picker.value is second
+    picker.value = first
+    third = viewer.add_image(rgb, rgb=True, name="third")
+    assert picker.value is third
+    from napari_bloodcells._widgets.layers import write_confidence
+
+    write_confidence(viewer, third, np.zeros((8, 8), np.float32))
+    assert picker.value is third
+
+
+def test_model_line_describes_a_checkpoint_file(segment_widget, tmp_path):
+    from bad_inputs import untrained_model
+    from napari_bloodcells._widgets.segment_widget import MODEL_FILE
+    from napari_bloodcells.core.checkpoint import save_checkpoint
+
+    path = save_checkpoint(untrained_model(), tmp_path / "mine.pt")
+    segment_widget.model_source.value = MODEL_FILE
+    assert "Pick a checkpoint" in segment_widget.model_info.value
+    segment_widget.model_file.value = path
+    assert segment_widget.model_info.value.startswith("Checkpoint mine.pt: notebook-unet")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    segment_widget.model_file.value = tmp_path / "junk.pt"
+    assert "not a napari-bloodcells model" in segment_widget.model_info.value
 
 
 def test_docking_into_a_running_viewer_does_not_crash():

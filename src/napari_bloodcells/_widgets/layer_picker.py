@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox
 
+from napari_bloodcells._widgets.layers import META_KEY
+
 if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
@@ -24,8 +26,11 @@ class LayerPicker(ComboBox):
     picking the wrong kind gets a plain message rather than an empty list.
     Until the user picks a layer, the picker moves to the first layer of its
     own kind as layers arrive, so opening an image and its labels (the sample,
-    say) leaves both pickers ready. Call :meth:`reset_choices` when the
-    viewer's layers change.
+    say) leaves both pickers ready. A layer of its own kind that the user opens
+    later is picked too, whatever was picked before: the image just opened is
+    the one to work on. Layers this plugin writes (predictions, confidence)
+    never move the picker. Call :meth:`reset_choices` when the viewer's layers
+    change.
 
     Parameters
     ----------
@@ -42,6 +47,7 @@ class LayerPicker(ComboBox):
         self._kinds = _kinds(first)
         self._following = True
         self._resetting = False
+        self._known: set[int] = {id(layer) for layer in viewer.layers}
         super().__init__(choices=self._layers, **kwargs)
         self.changed.connect(self._on_changed)
 
@@ -60,7 +66,15 @@ class LayerPicker(ComboBox):
         try:
             super().reset_choices()
             own_kind = [c for c in self.choices if isinstance(c, self._kinds[0])]
-            if self._following and own_kind and not isinstance(self.value, self._kinds[0]):
+            opened = [
+                layer
+                for layer in own_kind
+                if id(layer) not in self._known and not layer.metadata.get(META_KEY)
+            ]
+            self._known = {id(layer) for layer in self._viewer.layers}
+            if opened and len(opened) < len(own_kind):
+                self.value = opened[-1]
+            elif self._following and own_kind and not isinstance(self.value, self._kinds[0]):
                 self.value = own_kind[0]
         finally:
             self._resetting = False

@@ -27,6 +27,7 @@ META_KEY = "napari_bloodcells"
 """Layer metadata key under which the widgets record what they wrote."""
 SEGMENTATION = "segmentation"
 CONFIDENCE = "confidence"
+CELLS = "cells"
 
 
 def _kind(layer: Layer) -> str:
@@ -258,17 +259,17 @@ def write_prediction(
         previous.data = labels
         previous.metadata[META_KEY] = record
         return previous
-    layer = viewer.add_labels(
+    # The record goes in at creation: layer pickers read it when the layer arrives.
+    return viewer.add_labels(
         labels,
         **labels_kwargs(
             f"{image_layer.name} segmentation",
             classes,
+            metadata={META_KEY: record},
             scale=image_layer.scale,
             translate=image_layer.translate,
         ),
     )
-    layer.metadata[META_KEY] = record
-    return layer
 
 
 def write_confidence(
@@ -279,7 +280,7 @@ def write_confidence(
     if previous is not None and previous.data.shape == confidence.shape:
         previous.data = confidence
         return previous
-    layer = viewer.add_image(
+    return viewer.add_image(
         confidence,
         name=f"{image_layer.name} confidence",
         colormap="magma",
@@ -288,6 +289,5 @@ def write_confidence(
         visible=True,
         scale=image_layer.scale,
         translate=image_layer.translate,
+        metadata={META_KEY: {"role": CONFIDENCE, "image": image_layer.name}},
     )
-    layer.metadata[META_KEY] = {"role": CONFIDENCE, "image": image_layer.name}
-    return layer

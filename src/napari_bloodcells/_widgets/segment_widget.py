@@ -37,6 +37,8 @@ from napari_bloodcells._widgets.controls import (
 from napari_bloodcells._widgets.job_widget import JobWidget
 from napari_bloodcells._widgets.layer_picker import LayerPicker
 from napari_bloodcells._widgets.layers import (
+    CELLS,
+    META_KEY,
     image_input,
     is_unpainted_prediction,
     mask_input,
@@ -50,7 +52,7 @@ from napari_bloodcells._widgets.layers import (
 from napari_bloodcells._widgets.state import subscribe
 from napari_bloodcells._widgets.workers import show_error, show_info, show_warning
 from napari_bloodcells.core.bounds import range_of
-from napari_bloodcells.core.checkpoint import SUFFIX
+from napari_bloodcells.core.checkpoint import SUFFIX, describe_file
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.events import (
     CellsMeasured,
@@ -201,6 +203,7 @@ class SegmentWidget(JobWidget):
         self.export_button.changed.connect(self.export_csv)
         self.cell_table.cell_clicked.connect(self.show_cell)
         self.model_source.changed.connect(self._show_model)
+        self.model_file.changed.connect(self._show_model)
         subscribe(self.state.current.events.model, self._show_model, self.native)
         subscribe(self.state.training_set.changed, self._show_training_set, self.native)
         self._show_model()
@@ -442,6 +445,7 @@ class SegmentWidget(JobWidget):
             opacity=0.4,
             scale=source.scale if source is not None else None,
             translate=source.translate if source is not None else None,
+            metadata={META_KEY: {"role": CELLS, "image": name}},
         )
         self.measurements = measured.table
         self.cell_table.show_table(measured.table)
@@ -498,7 +502,14 @@ class SegmentWidget(JobWidget):
         from_file = self.model_source.value == MODEL_FILE
         self.model_file.visible = from_file
         if from_file:
-            self.model_info.value = ""
+            path = single_path(self.model_file)
+            if path is None:
+                self.model_info.value = "Pick a checkpoint file (.pt)."
+            else:
+                try:
+                    self.model_info.value = f"Checkpoint {describe_file(path)}"
+                except BloodcellsError as exc:
+                    self.model_info.value = str(exc)
         elif self.state.current.model is None:
             self.model_info.value = "No model yet: train one, or pick a checkpoint file."
         else:

@@ -215,3 +215,62 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Tra
             f"{str(exc)[:80]}); use another copy or train the model again."
         ) from exc
     return model
+
+
+def describe(model: TrainedModel) -> str:
+    """One line on what ``model`` is: architecture, training data and best dev scores.
+
+    Examples
+    --------
+    ``"Unet (resnet18), trained on bloodcells; epoch 28, dev Dice cytoplasm 0.95, nucleus 0.97"``
+    """
+    arch = (
+        model.spec.arch
+        if model.spec.arch == "notebook-unet"
+        else (f"{model.spec.arch} ({model.spec.encoder})")
+    )
+    source = model.config.get("data_source")
+    text = f"{arch}, trained on {source}" if source else arch
+    best = model.metrics.get("best_epoch")
+    entry = next((h for h in model.metrics.get("history", []) if h.get("epoch") == best), None)
+    if entry is not None and "dice" in entry:
+        scores = ", ".join(
+            f"{name} {float(dice):.2f}"
+            for name, dice in zip(model.classes.names[1:], entry["dice"][1:], strict=False)
+        )
+        text += f"; epoch {best}, dev Dice {scores}"
+    return text
+
+
+def describe_file(path: str | Path) -> str:
+    """:func:`describe` for a checkpoint file, read without building its network.
+
+    The tensors are memory-mapped, not read, so it is quick enough for the
+    main thread of a GUI.
+
+    Raises
+    ------
+    CheckpointError
+        As :func:`load_checkpoint` for a missing, damaged or foreign file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"The model file {path} does not exist; check the path.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+            raise ValueError("not a napari-bloodcells model")
+        model = TrainedModel(
+            network=nn.Identity(),
+            spec=ModelSpec.from_dict(payload["model"]),
+            classes=ClassInfo.from_dict(payload["classes"]),
+            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
+            config=payload.get("config", {}),
+            metrics=payload.get("metrics", {}),
+        )
+    except Exception as exc:  # torch.load raises many types for foreign or damaged bytes
+        raise CheckpointError(
+            f"The file {path} is not a napari-bloodcells model or is damaged; pick a .pt "
+            "file saved by napari-bloodcells (train or the Save button)."
+        ) from exc
+    return f"{path.name}: {describe(model)}"
