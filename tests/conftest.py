@@ -1,4 +1,16 @@
-"""Shared fixtures: the blood-cell dataset from ../shared, never from the internet."""
+"""Shared fixtures: the blood-cell dataset from a local copy, fetched at most once.
+
+Where the tests find the dataset, first match wins:
+
+1. ``NAPARI_BLOODCELLS_DATA_URL``, if set: a folder is used as it is; a URL
+   (a mirror, or a server on 127.0.0.1) is fetched once into the cache;
+2. ``../shared/data/segmentation_WBC`` beside the checkout;
+3. the upstream repository, fetched once into the cache.
+
+Fetching goes through the plugin's own downloader (checksums included) into
+``NAPARI_BLOODCELLS_CACHE`` or the user cache; later runs find it there and
+need no network. Every test then reads its own copy in a temporary cache.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +26,25 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation_WBC"
 
 
+def _local_dataset() -> Path:
+    from napari_bloodcells.core.download import URL_ENV, fetch_raw
+    from napari_bloodcells.errors import DownloadError
+
+    source = os.environ.get(URL_ENV, "")
+    if source and Path(source.removeprefix("file://")).is_dir():
+        return Path(source.removeprefix("file://"))
+    if not source and SHARED_DATA.is_dir():
+        return SHARED_DATA
+    try:
+        return fetch_raw(source or None)  # verified, and skipped when already cached
+    except DownloadError as exc:
+        pytest.exit(f"The tests need the blood-cell dataset: {exc}", returncode=2)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The verified upstream copy of the dataset in ../shared."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"The dataset copy {SHARED_DATA} is missing; tests read it from ../shared.")
-    return SHARED_DATA
+    """A local, verified copy of the upstream dataset files (see the module docstring)."""
+    return _local_dataset()
 
 
 @pytest.fixture(scope="session")

@@ -86,3 +86,33 @@ def test_local_folder_source_is_verified(tmp_path, shared_data):
     assert (raw / "Dataset 1" / "001.bmp").read_bytes() == (
         shared_data / "Dataset 1" / "001.bmp"
     ).read_bytes()
+
+
+def test_a_source_that_fails_is_given_up_after_one_file_and_one_retry(tmp_path, capfd):
+    import http.server
+    import threading
+
+    from napari_bloodcells.core.download import fetch_raw
+    from napari_bloodcells.errors import DownloadError
+
+    requests: list[str] = []
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            self.send_error(503)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(DownloadError, match="Could not download the blood-cell dataset"):
+            fetch_raw(f"http://127.0.0.1:{server.server_address[1]}/", cache=tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(requests) == 2  # the first file, then its one retry; no other file tried
+    captured = capfd.readouterr()
+    assert "Will attempt the download again" not in captured.out + captured.err

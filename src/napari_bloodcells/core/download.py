@@ -15,11 +15,13 @@ Two environment variables override the defaults:
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
@@ -37,6 +39,10 @@ URL_ENV = "NAPARI_BLOODCELLS_DATA_URL"
 CACHE_ENV = "NAPARI_BLOODCELLS_CACHE"
 RAW_FOLDER = "segmentation_WBC"
 _PARALLEL_DOWNLOADS = 8
+_RETRIES = 2
+"""Retries per file once the source has answered (pooch waits 1 s, then 2 s)."""
+_TIMEOUT_S = 15
+"""Seconds without an answer before a request fails."""
 
 Progress = Callable[[int, int], None]
 """Called with (files done, files total) while fetching."""
@@ -112,16 +118,26 @@ def fetch_raw(
             f"Cannot create the data folder {target} ({exc.strerror}); "
             f"set {CACHE_ENV} to a writable folder."
         ) from exc
+    names = sorted(entries)
     if _is_url(source):
         base = source if source.endswith("/") else source + "/"
-        getter = pooch.create(
-            path=target,
-            base_url=base,
-            registry=entries,
-            urls={name: base + quote(name) for name in entries},
-            retry_if_failed=2,
-        )
-        fetch_one = getter.fetch
+        urls = {name: base + quote(name) for name in entries}
+        downloader = pooch.HTTPDownloader(progressbar=False, timeout=_TIMEOUT_S)
+
+        def getter(retries: int) -> pooch.Pooch:
+            return pooch.create(
+                path=target, base_url=base, registry=entries, urls=urls, retry_if_failed=retries
+            )
+
+        def fetch_one(name: str) -> str:
+            return str(getter(_RETRIES).fetch(name, downloader=downloader))
+
+        # One file first, with one retry: an unreachable host fails in seconds
+        # with one sentence instead of a minute of retries for every file.
+        with _quiet_pooch():
+            _explain_failure(
+                lambda name: str(getter(1).fetch(name, downloader=downloader)), names[0], source
+            )
     else:
         folder = Path(source.removeprefix("file://"))
         if not folder.is_dir():
@@ -134,8 +150,7 @@ def fetch_raw(
             return _copy_verified(folder / name, target / name, entries[name])
 
     done = 0
-    names = sorted(entries)
-    with ThreadPoolExecutor(_PARALLEL_DOWNLOADS) as pool:
+    with _quiet_pooch(), ThreadPoolExecutor(_PARALLEL_DOWNLOADS) as pool:
         futures = [pool.submit(_explain_failure, fetch_one, name, source) for name in names]
         try:
             for future in futures:
@@ -148,6 +163,18 @@ def fetch_raw(
                 future.cancel()
             raise
     return target
+
+
+@contextlib.contextmanager
+def _quiet_pooch() -> Iterator[None]:
+    """Keep pooch's per-file lines off the terminal; progress and errors are ours to report."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _explain_failure(fetch_one: Callable[[str], str], name: str, source: str) -> str:
