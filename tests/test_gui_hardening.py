@@ -298,3 +298,61 @@ def test_both_docks_fit_a_laptop_sized_window(make_napari_viewer, qtbot):
     assert train.scroll_area.verticalScrollBar().maximum() > 0  # it scrolls, rather than clip
     train.scroll_area.ensureWidgetVisible(train.preview)
     assert train.scroll_area.verticalScrollBar().value() > 0
+
+
+def stop_after_first_epoch(widget: TrainWidget, qtbot) -> None:
+    """Start a run and press Stop once its first epoch has been scored."""
+    from napari_bloodcells.core.events import EpochEnded
+
+    epochs: list[object] = []
+    widget.start()
+    assert widget.worker is not None
+    widget.worker.yielded.connect(lambda m: epochs.append(m) if isinstance(m, EpochEnded) else None)
+    qtbot.waitUntil(lambda: len(epochs) >= 1, timeout=RUN_TIMEOUT_MS)
+    widget.stop()
+
+
+def test_a_stopped_run_does_not_replace_a_better_model_scored_on_the_same_images(
+    viewer, cell_stack, notes, qtbot, state
+):
+    widget = dock(viewer, "Train")
+    use_layers(widget, *add_cells(viewer, cell_stack, count=6))
+    tiny_run(widget, epochs=1)
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS):
+        widget.start()
+    first = state.current.model
+    assert first is not None
+    first.metrics["best_dev_score"] = 2.0  # no run can beat it (Dice is at most 1)
+
+    tiny_run(widget, epochs=3)
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        stop_after_first_epoch(widget, qtbot)
+    result = finished.args[0]
+    assert result.stopped_early and result.best_epoch >= 1
+    assert state.current.model is first
+    assert any("beats this run's best" in m and "stays current" in m for m in infos(notes))
+
+    # A stopped run that beats the current model replaces it, as before.
+    first.metrics["best_dev_score"] = -1.0
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        stop_after_first_epoch(widget, qtbot)
+    assert state.current.model is finished.args[0].model
+
+
+def test_segmenting_while_training_runs_both_and_says_they_share_the_processor(
+    viewer, cell_stack, notes, qtbot, state
+):
+    train = dock(viewer, "Train")
+    segment = dock(viewer, "Segment")
+    image, labels = add_cells(viewer, cell_stack, count=6)
+    use_layers(train, image, labels)
+    tiny_run(train, epochs=2)
+    state.current.set(untrained_model(), "an untrained model")
+    segment.image_layer.value = image
+    with qtbot.waitSignal(train.run_finished, timeout=RUN_TIMEOUT_MS) as trained:
+        train.start()
+        written = run_segment(qtbot, segment)
+    assert written is not None and written.data.shape == labels.data.shape
+    assert trained.args[0] is not None and trained.args[0].best_epoch >= 1
+    assert any(m.startswith("Training is running too") for m in infos(notes))
+    assert errors(notes) == []

@@ -250,6 +250,9 @@ class SegmentWidget(JobWidget):
         self.last_layer = None
         self.progress.value = 0
         self.status.value = f"Segmenting '{layer.name}'…"
+        note = self.state.runs.sharing_note("segmentation")
+        if note:
+            show_info(note)
         self.state.runs.segmenting += 1
         self._segmenting = True
         self.run_job(

@@ -75,6 +75,12 @@ class CurrentModel:
 class RunStatus:
     """Which jobs run in this viewer (careamics-napari's ``TrainingStatus`` pattern).
 
+    One training run at a time; segmentations may run beside it. Both are
+    allowed at once because segmenting while a model trains is a common wish
+    (look at one image while the next model learns), and each job holds its own
+    model, so neither changes the other's result; :meth:`sharing_note` tells
+    the user that they share the processor.
+
     Attributes
     ----------
     training : object or None
@@ -96,6 +102,17 @@ class RunStatus:
             return False
         self.training = owner
         return True
+
+    def sharing_note(self, starting: str) -> str | None:
+        """What to tell the user when ``starting`` ("training" or "segmentation") joins a job."""
+        other = "A segmentation" if starting == "training" else "Training"
+        busy = self.segmenting > 0 if starting == "training" else self.training is not None
+        if not busy:
+            return None
+        return (
+            f"{other} is running too; both go on at once and share the processor, so each is "
+            "slower until one ends."
+        )
 
     def release_training(self, owner: object) -> None:
         """Give the run lock back; does nothing unless ``owner`` holds it."""

@@ -32,6 +32,7 @@ from napari_bloodcells._widgets.plots import LossPlot
 from napari_bloodcells._widgets.preview import PreviewGrid
 from napari_bloodcells._widgets.state import subscribe
 from napari_bloodcells._widgets.workers import show_error, show_info
+from napari_bloodcells.core.adapt import better_current
 from napari_bloodcells.core.checkpoint import SUFFIX, save_checkpoint
 from napari_bloodcells.core.download import cache_dir
 from napari_bloodcells.core.events import (
@@ -210,6 +211,9 @@ class TrainWidget(JobWidget):
                 "button first."
             )
             return
+        note = self.state.runs.sharing_note("training")
+        if note:
+            show_info(note)
         self.result = None
         self._finetune = finetune
         self.progress.value = 0
@@ -342,6 +346,17 @@ class TrainWidget(JobWidget):
                 f"{result.reason} No epoch finished, so no model was kept; the current "
                 "model is unchanged."
             )
+            return
+        kept = better_current(self.state.current.model, result.model)
+        if result.stopped_early and not self._finetune and kept is not None:
+            # A stopped run must not throw away a better model scored on the same images.
+            score = float(result.model.metrics.get("best_dev_score", 0.0))
+            where = f" Its model is in {result.saved_to}." if result.saved_to else ""
+            self._summary = (
+                f"{result.reason} The current model (dev score {kept:.3f}) beats this run's "
+                f"best ({score:.3f}), so it stays current."
+            )
+            show_info(f"{self._summary}{where}")
             return
         best = next((h for h in result.history if h["epoch"] == result.best_epoch), None)
         scores = ""

@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from napari_bloodcells.core.dataset import SegmentationData, split_indices
 from napari_bloodcells.errors import ConfigError
+
+if TYPE_CHECKING:
+    from napari_bloodcells.core.checkpoint import TrainedModel
 
 HOLD_OUT_FROM = 5
 """With this many corrections or more, some are held out to choose the kept model."""
@@ -162,3 +166,32 @@ def selection_score(
         and reference < start_reference - FORGETTING_TOLERANCE
     )
     return -math.inf if forgot else dev_score
+
+
+def same_dev_split(a: TrainedModel, b: TrainedModel) -> bool:
+    """Whether ``a`` and ``b`` were scored on the same dev images, so their scores compare."""
+    keys = ("data_digest", "dev_fraction", "split_seed")
+    return bool(a.config.get("data_digest")) and all(
+        a.config.get(key) == b.config.get(key) for key in keys
+    )
+
+
+def better_current(current: TrainedModel | None, candidate: TrainedModel) -> float | None:
+    """The current model's dev score if it beats ``candidate`` on the same dev images.
+
+    Used when a run was stopped: its best model replaces the current one only
+    if it is at least as good, where the two can be compared.
+
+    Returns
+    -------
+    float or None
+        The current model's best dev score when it is higher than the
+        candidate's on the same split; ``None`` when the candidate should be kept
+        (it is as good or better, or the scores do not compare).
+    """
+    if current is None or not same_dev_split(current, candidate):
+        return None
+    ours, theirs = current.metrics.get("best_dev_score"), candidate.metrics.get("best_dev_score")
+    if ours is None or theirs is None or float(theirs) >= float(ours):
+        return None
+    return float(ours)

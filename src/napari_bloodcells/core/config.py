@@ -74,6 +74,9 @@ class TrainConfig:
     data_source : str
         Where the training pairs came from (``"bloodcells"``, a folder, or
         ``""``), recorded so that a later fine-tune can replay them.
+    data_digest : str
+        Fingerprint of the training pairs: two models with the same digest,
+        dev fraction and split seed were scored on the same dev images.
     """
 
     arch: str = "Unet"
@@ -117,6 +120,7 @@ class TrainConfig:
         float, Range(0, 1, "The corrections' share of each batch", low_open=True)
     ] = 0.75
     data_source: str = ""
+    data_digest: str = ""
 
     def augmentation(self) -> Augmentation:
         """The strengths of the optional augmentation parts."""

@@ -197,6 +197,7 @@ def training_job(
         config = config.with_changes(data_source=data_source_of(data))
     else:  # a fine-tune replays what the starting model was trained on, next time too
         config = config.with_changes(data_source=str(start.config.get("data_source", "")))
+    config = config.with_changes(data_digest=pairs.digest())
     replayed = (
         load_replay(start, replay, progress)
         if start is not None and config.schedule == "finetune"
