@@ -13,6 +13,11 @@ or, when no handler ran just before, to the worker thread holding the GIL.
     xvfb-run -a python benchmarks/gui_stall.py
     xvfb-run -a python benchmarks/gui_stall.py --preset default --images 40 --epochs 2
     xvfb-run -a python benchmarks/gui_stall.py --preset default --images 10 --init base.pt
+    xvfb-run -a python benchmarks/gui_stall.py --segment 2048 [--model model.pt]
+
+With ``--segment SIZE`` it times the Segment widget instead: a SIZE x SIZE RGB
+image (sample cells tiled) is segmented twice, the first run adding the result
+layer and the second writing into it, as a re-run does.
 """
 
 from __future__ import annotations
@@ -50,7 +55,12 @@ def main() -> None:
         "--init", help="fine-tune this checkpoint instead (the fine-tune schedule, with replay)"
     )
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--segment", type=int, help="time segmenting a SIZE x SIZE image instead")
+    parser.add_argument("--model", help="checkpoint for --segment (default: an untrained U-Net)")
     args = parser.parse_args()
+    if args.segment:
+        segment_stalls(args)
+        return
 
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
@@ -150,6 +160,66 @@ def main() -> None:
             f"max {max(values):7.1f} ms"
         )
     write_json(figures, args.json)
+    viewer.close()
+
+
+def gaps_after(ticks: list[float]) -> np.ndarray:
+    return np.diff(ticks) * 1000 if len(ticks) > 1 else np.zeros(1)
+
+
+def segment_stalls(args: argparse.Namespace) -> None:
+    """Longest main-thread gap while the Segment widget segments and writes a large result."""
+    import napari
+    from qtpy.QtCore import QTimer
+
+    from _common import wait_for
+    from napari_bloodcells._widgets.state import state_of
+    from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint
+    from napari_bloodcells.core.classes import BLOODCELL_CLASSES
+    from napari_bloodcells.core.config import preset
+    from napari_bloodcells.core.models import NOTEBOOK_UNET, ModelSpec, build_model
+
+    if args.model:
+        model = load_checkpoint(args.model)
+    else:
+        spec = ModelSpec(NOTEBOOK_UNET, "", 3)
+        model = TrainedModel(
+            build_model(spec).eval(), spec, BLOODCELL_CLASSES, preset("default").preprocessing()
+        )
+    data = bloodcell_data()
+    size = args.segment
+    cell = min(min(i.shape[:2]) for i in data.images[:64])
+    tiles = [i[:cell, :cell] for i in data.images[:64]]
+    per_row = -(-size // cell)
+    rows = [
+        np.concatenate([tiles[(r * per_row + c) % 64] for c in range(per_row)], 1)
+        for r in range(per_row)
+    ]
+    picture = np.ascontiguousarray(np.concatenate(rows, 0)[:size, :size])
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1066, 651)
+    layer = viewer.add_image(picture, rgb=True, name="slide")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Segment")
+    state_of(viewer).current.set(model, "benchmark model")
+    widget.image_layer.value = layer
+    settle(2000)
+    print(hardware())
+    for run in ("first run (adds the layer)", "second run (writes into it)"):
+        ticks: list[float] = []
+        timer = QTimer()
+        timer.setInterval(TICK_MS)
+        timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        timer.start()
+        started = time.perf_counter()
+        wait_for(widget.run_finished, widget.segment, busy=lambda: widget.running)
+        settle(500)  # the paints that follow the write
+        timer.stop()
+        gaps = gaps_after(ticks)
+        print(
+            f"segment {size}x{size}, {run}: {time.perf_counter() - started - 0.5:.1f} s; "
+            f"main-thread gaps median {np.median(gaps):.1f} ms, max {gaps.max():.1f} ms"
+        )
     viewer.close()
 
 

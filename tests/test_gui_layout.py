@@ -65,11 +65,25 @@ def test_nucleus_curve_is_lightened_on_the_dark_theme_only(viewer):
 
     train, _ = dock_widgets(viewer)
     viewer.theme = "dark"
-    dark_blue = train.plot._dice_lines["nucleus"].get_color()
+    dark_blue = train.plot.curve_color("nucleus")
     viewer.theme = "light"
-    light_blue = train.plot._dice_lines["nucleus"].get_color()
+    light_blue = train.plot.curve_color("nucleus")
     from matplotlib.colors import to_rgb
 
     assert luminance(to_rgb(dark_blue)) >= MIN_LUMINANCE_ON_DARK - 1e-6
     assert to_rgb(light_blue) == (0.0, 0.0, 1.0)
     assert to_rgb(dark_blue)[2] == 1.0  # still blue
+
+
+def test_the_plot_is_drawn_off_the_main_thread(viewer, qtbot):
+    import threading
+
+    from napari_bloodcells.core.events import EpochEnded
+
+    train, _ = dock_widgets(viewer)
+    plot = train.plot
+    with qtbot.waitSignal(plot.drawn, timeout=10_000):
+        plot.add_epoch(EpochEnded(1, 3, 0.9, 1.1, (0.9, 0.5, 0.6), (0.8, 0.4, 0.5), 1.0, True))
+    assert not plot.pixmap().isNull()
+    assert plot.drawing_thread is not None
+    assert plot.drawing_thread != threading.get_ident()
