@@ -209,7 +209,7 @@ def segment_stalls(args: argparse.Namespace) -> None:
         ticks: list[float] = []
         timer = QTimer()
         timer.setInterval(TICK_MS)
-        timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        timer.timeout.connect(lambda ticks=ticks: ticks.append(time.perf_counter()))
         timer.start()
         started = time.perf_counter()
         wait_for(widget.run_finished, widget.segment, busy=lambda: widget.running)

@@ -173,7 +173,7 @@ def layout_shots() -> None:
             segment.native.parentWidget().raise_()
             save(viewer, f"{name}-segment.png")
         train.stop()
-        wait_for(train.run_finished, lambda: None, busy=lambda: train.running)
+        wait_for(train.run_finished, lambda: None, busy=lambda train=train: train.running)
         viewer.close()
 
 
