@@ -10,16 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_bloodcells.core.bloodcell_dataset import CITATION
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES, UNLABELLED, ClassInfo
 
 if TYPE_CHECKING:
     from napari.utils.colormaps import DirectLabelColormap
 
-CITATION = (
-    "Images: Jiangxi Tecom Science Corporation, China. Cite: Zheng X, Wang Y, Wang G, Liu J. "
-    "Fast and robust segmentation of white blood cell images by self-supervised learning. "
-    "Micron 107:55-71 (2018). doi:10.1016/j.micron.2018.01.010"
-)
+__all__ = ["CITATION", "class_colormap", "labels_kwargs"]
 
 
 def class_colormap(classes: ClassInfo = BLOODCELL_CLASSES) -> DirectLabelColormap:

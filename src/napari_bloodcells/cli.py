@@ -19,6 +19,7 @@ from napari_bloodcells import __version__
 from napari_bloodcells.core.bounds import check_bounds, options_of
 from napari_bloodcells.core.checkpoint import SUFFIX
 from napari_bloodcells.core.config import PRESETS, TrainConfig
+from napari_bloodcells.core.export import WEIGHT_FORMATS, ExportSettings
 from napari_bloodcells.core.infer import TileSettings
 from napari_bloodcells.core.models import OFFERED_ENCODERS
 from napari_bloodcells.errors import BloodcellsError, ConfigError
@@ -168,6 +169,30 @@ def _parser() -> argparse.ArgumentParser:
     measure.add_argument("labels", type=Path, nargs="+", help="label images of classes 0/1/2")
     measure.add_argument("--out", type=Path, required=True, help="the CSV to write")
     measure.add_argument("--pixel-size", type=float, help="micrometres per pixel, for areas in µm²")
+    export = add_command(
+        "export",
+        help="write a model as a bioimage.io package (PyTorch, TorchScript and ONNX weights)",
+    )
+    export.add_argument("model", type=Path, help="a .pt model")
+    export.add_argument("--out", type=Path, required=True, help="the package to write (.zip)")
+    export.add_argument(
+        "--sample",
+        type=Path,
+        help="image for the test tensors and cover (default: a blood-cell sample image)",
+    )
+    export.add_argument("--name", default=ExportSettings.name, help="the model's name")
+    export.add_argument(
+        "--author", action="append", help="an author's name (repeat for several)"
+    )
+    export.add_argument(
+        "--license",
+        help="SPDX licence (default: GPL-3.0-only if trained on Dataset 1, else CC-BY-4.0)",
+    )
+    export.add_argument(
+        "--formats",
+        default=",".join(WEIGHT_FORMATS),
+        help="weight formats, comma-separated",
+    )
     return parser
 
 
@@ -191,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "evaluate": _evaluate,
             "segment": _segment,
             "measure": _measure,
+            "export": _export,
         }[args.command](args)
     except BloodcellsError as exc:
         if args.debug:
@@ -490,3 +516,39 @@ def _measure(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _export(args: argparse.Namespace) -> int:
+    from napari_bloodcells.core.events import JobStep
+    from napari_bloodcells.core.export import export_job
+    from napari_bloodcells.core.jobs import load_model, sample_image
+
+    if args.out.suffix.lower() != ".zip":
+        raise ConfigError(
+            f"The package {args.out} must end in .zip (bioimage.io packages are zip files); "
+            "choose a name like model.zip."
+        )
+    _check_writable(args.out)
+    model = load_model(args.model, "cpu")
+    settings = ExportSettings(
+        name=args.name,
+        authors=tuple(args.author or ExportSettings.authors),
+        license=args.license,
+        formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
+    )
+    sample = sample_image(args.sample, _file_progress("download"))
+    with _StopOnCtrlC() as stop:
+        job = export_job(model, args.out, sample, settings, should_stop=stop)
+        while True:
+            try:
+                step = next(job)
+            except StopIteration as end:
+                written = end.value
+                break
+            if isinstance(step, JobStep):
+                print(step.text, file=sys.stderr)
+    if written is None:
+        print("Stopped; no package was written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"Wrote {written}; check it with: bioimageio test {written}")
+    return 0

@@ -20,6 +20,17 @@ from napari_bloodcells.core.dataset import as_uint8, read_image
 from napari_bloodcells.core.download import Progress, cache_dir, fetch_raw
 from napari_bloodcells.errors import DataError
 
+SOURCE_NAME = "bloodcells"
+"""``TrainConfig.data_source`` of models trained on this dataset."""
+REFERENCE = (
+    "Zheng X, Wang Y, Wang G, Liu J. Fast and robust segmentation of white blood cell images "
+    "by self-supervised learning. Micron 107:55-71 (2018)"
+)
+DOI = "10.1016/j.micron.2018.01.010"
+CREDIT = "Jiangxi Tecom Science Corporation, China"
+"""Where the images come from (GPL-3.0)."""
+CITATION = f"Images: {CREDIT}. Cite: {REFERENCE}. doi:{DOI}"
+
 DATASET_FOLDER = "bloodcells_seg"
 """Name of the converted dataset's folder."""
 IMAGE_COUNT = 300

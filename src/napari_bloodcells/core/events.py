@@ -93,6 +93,13 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class JobStep:
+    """What a job does next, in a few words, for a status line (e.g. "Exporting ONNX…")."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class ScheduleChosen:
     """How a fine-tune will run (step budget, replay, model selection), in one sentence."""
 

@@ -130,7 +130,9 @@ class _Runner:
         self, model: TrainedModel, device: torch.device | None, precision: str, batch: int
     ) -> None:
         self.model = model
-        self.device = device or next(model.network.parameters()).device
+        # A network without parameters (ONNX Runtime's stand-in) runs on the CPU.
+        first = next(model.network.parameters(), None)
+        self.device = device or (first.device if first is not None else torch.device("cpu"))
         self.dtype = autocast_dtype(precision, self.device)
         self.batch = batch
         model.network.to(self.device).eval()

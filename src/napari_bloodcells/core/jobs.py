@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
+from napari_bloodcells.core.bloodcell_dataset import SOURCE_NAME, bloodcell_folder
 from napari_bloodcells.core.checkpoint import TrainedModel, atomic_write, load_checkpoint
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES, UNLABELLED
 from napari_bloodcells.core.dataset import SegmentationData, load_folder, read_image, read_mask
@@ -41,6 +41,7 @@ from napari_bloodcells.core.measure import (
     measure_cells,
     write_csv,
 )
+from napari_bloodcells.core.package import is_package, load_package
 from napari_bloodcells.core.scale import ScaleEstimate, estimate_scale
 from napari_bloodcells.core.train import train
 from napari_bloodcells.errors import ConfigError, DataError
@@ -91,15 +92,34 @@ def load_model(source: ModelSource, device: torch.device | str | None = None) ->
     Raises
     ------
     CheckpointError
-        The file is missing, damaged or not a napari-bloodcells model.
+        The file is missing, damaged or not a napari-bloodcells model (a ``.pt``
+        file, or a bioimage.io package this plugin exported).
     """
     if isinstance(source, TrainedModel):
         return source
+    if is_package(source):
+        return load_package(source, device=device or resolve_device("auto"))
     return load_checkpoint(source, device=device or resolve_device("auto"))
 
 
-BLOODCELL_SOURCE = "bloodcells"
-"""``TrainConfig.data_source`` of models trained on the blood-cell dataset."""
+BLOODCELL_SOURCE = SOURCE_NAME
+
+
+def sample_image(path: Path | None = None, progress: Progress | None = None) -> np.ndarray:
+    """An RGB image to show what a model does: ``path``, or the blood-cell sample's first.
+
+    The blood-cell dataset is read from the cache, or downloaded once.
+
+    Raises
+    ------
+    DataError, DownloadError
+        If the image cannot be read or the dataset cannot be fetched.
+    """
+    if path is not None:
+        return read_image(path)
+    folder = bloodcell_folder(progress=progress) / "images" / "all"
+    first = min(folder.iterdir(), key=lambda p: p.name)
+    return read_image(first)
 REPLAY_AUTO = "auto"
 """Replay what the starting model records it was trained on."""
 

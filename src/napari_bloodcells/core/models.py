@@ -93,6 +93,16 @@ class _ELUFunction(torch.autograd.Function):
         return result
 
 
+def _exporting() -> bool:
+    """Whether the network is being traced, scripted, compiled or exported."""
+    return bool(
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+    )
+
+
 class ELU(nn.ELU):
     """``nn.ELU`` (alpha 1), computed with :class:`_ELUFunction` on the CPU; same values, faster."""
 
@@ -101,7 +111,9 @@ class ELU(nn.ELU):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply ELU to ``x``."""
-        if x.device.type != "cpu":  # one fused kernel on accelerators: already fast
+        if x.device.type != "cpu" or _exporting():
+            # One fused kernel on accelerators, and the plain op in exported graphs
+            # (TorchScript, ONNX), which cannot hold a Python autograd function.
             return nn.functional.elu(x)
         result: torch.Tensor = _ELUFunction.apply(x)
         return result
