@@ -490,3 +490,25 @@ def test_stop_mid_stack_leaves_no_layer_behind(
     assert segment_widget.segment_button.enabled and not segment_widget.stop_button.enabled
     assert state.runs.segmenting == 0
     assert errors(notes) == []
+
+
+def test_export_button_writes_a_package_in_a_worker(viewer, train_widget, qtbot, tmp_path, state):
+    import zipfile
+
+    from bad_inputs import untrained_model
+
+    assert not train_widget.export_button.enabled  # no model yet
+    state.current.set(untrained_model(native=True), "a model")
+    assert train_widget.export_button.enabled
+    image = viewer.add_image(np.full((64, 64, 3), 200, np.uint8), rgb=True, name="mine")
+    train_widget.data.image_layer.value = image
+    with qtbot.waitSignal(train_widget.export_finished, timeout=RUN_TIMEOUT_MS) as done:
+        train_widget.export(path=tmp_path / "exported")
+        assert not train_widget.export_button.enabled
+    assert done.args[0] == tmp_path / "exported.zip"
+    with zipfile.ZipFile(done.args[0]) as archive:
+        assert {"rdf.yaml", "weights.onnx", "cover.png"} <= set(archive.namelist())
+        test_input = np.load(archive.open("test_input.npy"))
+    assert test_input.shape == (1, 3, 64, 64) and (test_input == 200).all()  # the layer's pixels
+    assert train_widget.export_button.enabled
+    assert "Exported the model" in train_widget.status.value

@@ -181,9 +181,7 @@ def _parser() -> argparse.ArgumentParser:
         help="image for the test tensors and cover (default: a blood-cell sample image)",
     )
     export.add_argument("--name", default=ExportSettings.name, help="the model's name")
-    export.add_argument(
-        "--author", action="append", help="an author's name (repeat for several)"
-    )
+    export.add_argument("--author", action="append", help="an author's name (repeat for several)")
     export.add_argument(
         "--license",
         help="SPDX licence (default: GPL-3.0-only if trained on Dataset 1, else CC-BY-4.0)",

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magicgui.types import FileDialogMode
-from magicgui.widgets import FileEdit, ProgressBar, PushButton
+from magicgui.widgets import Container, FileEdit, ProgressBar, PushButton
+from psygnal import Signal
 
 from napari_bloodcells._widgets.controls import (
     button_row,
@@ -27,11 +28,12 @@ from napari_bloodcells._widgets.controls import (
 )
 from napari_bloodcells._widgets.data_picker import FROM_SESSION, DataPicker
 from napari_bloodcells._widgets.job_widget import JobWidget
+from napari_bloodcells._widgets.layers import image_input
 from napari_bloodcells._widgets.options import FROM_CURRENT, TrainOptions
 from napari_bloodcells._widgets.plots import LossPlot
 from napari_bloodcells._widgets.preview import PreviewGrid
 from napari_bloodcells._widgets.state import subscribe
-from napari_bloodcells._widgets.workers import show_error, show_info
+from napari_bloodcells._widgets.workers import show_error, show_info, start_job
 from napari_bloodcells.core.adapt import better_current
 from napari_bloodcells.core.checkpoint import SUFFIX, save_checkpoint
 from napari_bloodcells.core.download import cache_dir
@@ -39,17 +41,26 @@ from napari_bloodcells.core.events import (
     BatchEnded,
     DataReady,
     EpochEnded,
+    JobFailed,
+    JobStep,
     ScheduleChosen,
     TrainingFinished,
     TrainingResult,
     TrainingStarted,
 )
-from napari_bloodcells.core.jobs import training_job
+from napari_bloodcells.core.export import export_job
+from napari_bloodcells.core.jobs import sample_image, training_job
 from napari_bloodcells.errors import BloodcellsError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
     import napari
+    import numpy as np
     from magicgui.widgets import Widget
+    from napari.qt.threading import GeneratorWorker
+
+    from napari_bloodcells.core.checkpoint import TrainedModel
 
 RECOVERY_NAME = "last-training.pt"
 FINE_TUNE_NAME = "fine-tune.pt"
@@ -68,6 +79,22 @@ def recovery_path() -> Path:
 def fine_tune_path() -> Path:
     """Where a fine-tune keeps its best candidate while it runs."""
     return cache_dir() / "recovery" / FINE_TUNE_NAME
+
+
+def _export_job(
+    model: TrainedModel,
+    path: Path,
+    sample: np.ndarray | None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Generator[object, None, Path | None]:
+    """Export in a worker; the blood-cell sample image is read (or fetched) there if needed."""
+    if sample is None:
+        yield JobStep("Reading a sample image for the package…")
+        sample = sample_image()
+    written = yield from export_job(model, path, sample, should_stop=should_stop)
+    if written is not None:
+        yield written
+    return written
 
 
 class TrainWidget(JobWidget):
@@ -103,7 +130,13 @@ class TrainWidget(JobWidget):
         The outcome of the last finished run.
     run_finished : psygnal.Signal
         Emitted with :attr:`result` (``None`` if the run failed) when a run ends.
+    export_button : PushButton
+        "Export to bioimage.io…": :meth:`export`.
+    export_finished : psygnal.Signal
+        Emitted with the package's path (``None`` if the export failed) when an export ends.
     """
+
+    export_finished = Signal(object)
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.data = DataPicker(viewer)
@@ -126,6 +159,13 @@ class TrainWidget(JobWidget):
             label="Save to", mode=FileDialogMode.OPTIONAL_FILE, filter=f"*{SUFFIX}", nullable=True
         )
         self.save_button = PushButton(text="Save model…")
+        self.export_button = PushButton(
+            text="Export to bioimage.io…",
+            tooltip="Write the current model as a bioimage.io package (PyTorch, TorchScript and "
+            "ONNX weights) that deepImageJ, ilastik, QuPath and Icy can run",
+        )
+        self.export_worker: GeneratorWorker | None = None
+        self.exported: Path | None = None
         self.plot = LossPlot.for_viewer(viewer)
         self.preview = PreviewGrid()
         self.result: TrainingResult | None = None
@@ -134,7 +174,14 @@ class TrainWidget(JobWidget):
         self._summary = ""
         self._finetune = False
         self.fine_tune_row = button_row(self.fine_tune_button, self.undo_button)
-        self.save_row = button_row(form(self.save_path), self.save_button)
+        self.save_row = Container(
+            widgets=[
+                button_row(form(self.save_path), self.save_button),
+                button_row(self.export_button),
+            ],
+            labels=False,
+        )
+        self.save_row.margins = (0, 0, 0, 0)
         super().__init__(viewer, "Training")
         self.progress_text = "Not started."
         # The form folds while a run goes (see :meth:`set_running`), so that the
@@ -153,6 +200,7 @@ class TrainWidget(JobWidget):
         self.undo_button.changed.connect(self.undo_fine_tune)
         subscribe(self.state.current.events.previous, self._on_previous_changed, self.native)
         self.save_button.changed.connect(self.save)
+        self.export_button.changed.connect(self.export)
         subscribe(self.state.current.events.model, self._on_model_changed, self.native)
         self._on_model_changed(self.state.current.model)
 
@@ -269,12 +317,71 @@ class TrainWidget(JobWidget):
             return
         show_info(f"Saved the model to {path}.")
 
+    def export(self, *_: object, path: Path | None = None) -> None:
+        """Export the current model as a bioimage.io package, in a worker.
+
+        ``path`` is asked for with a dialog when not given. The package's test
+        image is the first slice of the training image layer, if one is picked,
+        else the blood-cell sample's first image.
+        """
+        model = self.state.current.model
+        if model is None:
+            show_error("There is no model to export yet; train one first.")
+            return
+        if self.export_worker is not None:
+            show_error("An export is already running; wait for it to finish.")
+            return
+        if path is None:
+            path = self._ask_path("Export to bioimage.io", "bioimage.io package (*.zip)")
+            if path is None:
+                return
+        if path.suffix.lower() != ".zip":
+            path = path.with_suffix(".zip")
+        sample = self._sample_image()
+        self.exported = None
+        self.export_button.enabled = False
+        self.status.value = f"Exporting to {path.name}…"
+        self.export_worker = start_job(
+            _export_job,
+            model,
+            path,
+            sample,
+            on_yielded=self._on_export_message,
+            on_finished=self._on_export_finished,
+        )
+
+    def _sample_image(self) -> np.ndarray | None:
+        layer = self.data.image_layer.value
+        try:
+            image = image_input(layer)
+        except BloodcellsError:
+            return None
+        return image.array[0] if image.stack else image.array
+
+    def _on_export_message(self, message: object) -> None:
+        if isinstance(message, JobStep):
+            self.status.value = message.text
+        elif isinstance(message, JobFailed):
+            show_error(message.message)
+            self.status.value = "Export failed; see the notification."
+        elif isinstance(message, Path):
+            self.exported = message
+            self.status.value = f"Exported the model to {message}."
+            show_info(f"Exported the model to {message}; check it with: bioimageio test {message}")
+
+    def _on_export_finished(self) -> None:
+        self.export_worker = None
+        if self.alive:
+            self.export_button.enabled = self.state.current.model is not None
+        self.export_finished.emit(self.exported)
+
     def _ask_save_path(self) -> Path | None:
+        return self._ask_path("Save model", f"napari-bloodcells model (*{SUFFIX})")
+
+    def _ask_path(self, title: str, kind: str) -> Path | None:
         from qtpy.QtWidgets import QFileDialog
 
-        name, _ = QFileDialog.getSaveFileName(
-            self.native, "Save model", "", f"napari-bloodcells model (*{SUFFIX})"
-        )
+        name, _ = QFileDialog.getSaveFileName(self.native, title, "", kind)
         return Path(name) if name else None
 
     def set_running(self, running: bool) -> None:
@@ -407,3 +514,4 @@ class TrainWidget(JobWidget):
 
     def _on_model_changed(self, model: object) -> None:
         self.save_button.enabled = model is not None
+        self.export_button.enabled = model is not None and self.export_worker is None

@@ -120,6 +120,8 @@ def sample_image(path: Path | None = None, progress: Progress | None = None) -> 
     folder = bloodcell_folder(progress=progress) / "images" / "all"
     first = min(folder.iterdir(), key=lambda p: p.name)
     return read_image(first)
+
+
 REPLAY_AUTO = "auto"
 """Replay what the starting model records it was trained on."""
 
