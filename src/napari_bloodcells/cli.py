@@ -144,9 +144,20 @@ def _parser() -> argparse.ArgumentParser:
         "segment",
         help="write class-index label images",
     )
-    segment.add_argument("model", type=Path)
-    segment.add_argument("images", type=Path, nargs="+")
-    segment.add_argument("--out", type=Path, required=True, help="output folder")
+    segment.add_argument("model", type=Path, help="a .pt model or a bioimage.io package (.zip)")
+    segment.add_argument(
+        "images",
+        type=Path,
+        nargs="+",
+        help="image files, folders or glob patterns; zarr, OME-Zarr and (pyramidal) TIFF are "
+        "read block by block",
+    )
+    segment.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (PNG labels; large images as <name>.zarr), or a .zarr group",
+    )
     segment.add_argument(
         "--scale",
         type=_scale,
@@ -161,6 +172,21 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--overlap", type=int, default=tiles.overlap)
     segment.add_argument("--tile-batch", type=int, default=tiles.batch)
     segment.add_argument("--device", default="auto")
+    segment.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the finished files and blocks of an earlier run",
+    )
+    segment.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    segment.add_argument(
+        "--block", type=int, default=2048, help="block side for large images (pixels)"
+    )
+    segment.add_argument(
+        "--workers", type=int, help="spread the work over a local dask cluster of N processes"
+    )
+    segment.add_argument(
+        "--scheduler", help="spread the work over this running dask cluster (tcp://host:port)"
+    )
 
     measure = add_command(
         "measure",
@@ -466,32 +492,51 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _segment(args: argparse.Namespace) -> int:
     from napari_bloodcells.core.device import resolve_device
-    from napari_bloodcells.core.events import FileSegmented, Notice, ScaleChosen
+    from napari_bloodcells.core.events import BlockWritten, FileSegmented, Notice, ScaleChosen
     from napari_bloodcells.core.jobs import segment_files
 
     tiles = TileSettings(args.tile_size, args.overlap, args.tile_batch)
     check_bounds(tiles)
-    with _StopOnCtrlC() as stop:
-        job = segment_files(
-            args.model,
-            args.images,
-            args.out,
-            scale=args.scale,
-            tiles=tiles,
-            device=resolve_device(args.device),
-            should_stop=stop,
-            measure_to=args.measure,
-            pixel_size=_pixel_size(args.pixel_size),
-        )
-        for event in job:
-            if isinstance(event, ScaleChosen):
-                print(f"{event.name}: scale {event.scale:g}")
-                if event.message:
+    if args.block < 256:
+        raise ConfigError(f"--block must be at least 256 pixels (got {args.block}).")
+    client = None
+    if args.workers is not None or args.scheduler:
+        from napari_bloodcells.core.scale_out import connect
+
+        client = connect(args.workers, args.scheduler)
+    try:
+        with _StopOnCtrlC() as stop:
+            job = segment_files(
+                args.model,
+                args.images,
+                args.out,
+                scale=args.scale,
+                tiles=tiles,
+                device=args.device if client is not None else resolve_device(args.device),
+                should_stop=stop,
+                measure_to=args.measure,
+                pixel_size=_pixel_size(args.pixel_size),
+                resume=args.resume,
+                overwrite=args.overwrite,
+                block=args.block,
+                client=client,
+            )
+            for event in job:
+                if isinstance(event, ScaleChosen):
+                    print(f"{event.name}: scale {event.scale:g}")
+                    if event.message:
+                        print(event.message, file=sys.stderr)
+                elif isinstance(event, FileSegmented):
+                    print(f"{event.source} -> {event.target}")
+                elif isinstance(event, BlockWritten):
+                    print(f"  block {event.done}/{event.total}", file=sys.stderr)
+                elif isinstance(event, Notice):
                     print(event.message, file=sys.stderr)
-            elif isinstance(event, FileSegmented):
-                print(f"{event.source} -> {event.target}")
-            elif isinstance(event, Notice):
-                print(event.message, file=sys.stderr)
+    finally:
+        if client is not None:
+            from napari_bloodcells.core.scale_out import close
+
+            close(client)
     return 0
 
 

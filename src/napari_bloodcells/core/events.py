@@ -220,6 +220,25 @@ class SegmentationFinished:
 
 
 @dataclass(frozen=True)
+class BlockWritten:
+    """One block of a large image is segmented and written to its zarr store.
+
+    ``done`` counts the blocks written so far in this run out of ``total``
+    still to do when it started (blocks finished by an earlier run excluded).
+    """
+
+    done: int
+    total: int
+    row: int
+    col: int
+
+    @property
+    def fraction(self) -> float:
+        """Share of this run's blocks written, 0..1."""
+        return self.done / self.total if self.total else 1.0
+
+
+@dataclass(frozen=True)
 class FileSegmented:
     """One input file of a folder job is done and its labels are written."""
 

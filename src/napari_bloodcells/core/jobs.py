@@ -11,7 +11,7 @@ or a list of files each happen here and only here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from napari_bloodcells.core.classes import BLOODCELL_CLASSES, UNLABELLED
 from napari_bloodcells.core.dataset import SegmentationData, load_folder, read_image, read_mask
 from napari_bloodcells.core.device import resolve_device
 from napari_bloodcells.core.events import (
+    BlockWritten,
     CellsMeasured,
     DataReady,
     FileSegmented,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Sequence
 
     import torch
+    from distributed import Client
 
     from napari_bloodcells.core.config import TrainConfig
     from napari_bloodcells.core.download import Progress
@@ -309,29 +311,90 @@ def scale_job(
     return ScaleEstimate(round(float(np.median([e.scale for e in found])), 3), True)
 
 
-def output_paths(images: Sequence[Path], out: Path) -> list[Path]:
-    """Where :func:`segment_files` writes each image's labels: ``out/<stem>.png``.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+"""Files a folder given to ``segment`` contributes (zarr folders count too)."""
+
+
+def expand_inputs(paths: Sequence[Path]) -> list[Path]:
+    """Files, folders (their images and zarrs, sorted) and glob patterns, as a list of inputs.
 
     Raises
     ------
     DataError
-        Two inputs would be written to the same file (``a/x.png`` and
+        A path that does not exist, or a pattern or folder that holds no image.
+    """
+    import glob
+
+    from napari_bloodcells.core.large_images import is_zarr
+
+    found: list[Path] = []
+    for path in paths:
+        if is_zarr(path) or path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            inside = sorted(
+                p
+                for p in path.iterdir()
+                if (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or is_zarr(p)
+            )
+            if not inside:
+                raise DataError(f"The folder {path} holds no image (.png, .tif, .zarr, ...).")
+            found.extend(inside)
+        elif glob.has_magic(str(path)):
+            matches = sorted(Path(m) for m in glob.glob(str(path)))
+            if not matches:
+                raise DataError(f"No file matches {path}; check the pattern.")
+            found.extend(expand_inputs(matches))
+        else:
+            raise DataError(f"No such image file: {path}; check the path.")
+    return found
+
+
+def output_paths(images: Sequence[Path], out: Path) -> list[Path]:
+    """Where :func:`segment_files` writes each image's labels.
+
+    ``out/<stem>.png`` for ordinary images; ``out/<stem>.zarr`` for large ones
+    (zarr inputs, TIFFs above 4096x4096 pixels or pyramidal); and
+    ``out/<stem>`` inside the zarr group when ``out`` itself ends in ``.zarr``.
+
+    Raises
+    ------
+    DataError
+        Two inputs would be written to the same place (``a/x.png`` and
         ``b/x.tif``), so one would silently replace the other.
     """
-    targets = [out / f"{path.stem}.png" for path in images]
+    from napari_bloodcells.core.large_images import is_large
+
+    def target(path: Path) -> Path:
+        stem = path.name.removesuffix(".zarr").removesuffix(".ome") if path.is_dir() else path.stem
+        if out.suffix.lower() == ".zarr":
+            return out / stem
+        return out / (f"{stem}.zarr" if is_large(path) else f"{stem}.png")
+
+    targets = [target(path) for path in images]
     seen: dict[Path, Path] = {}
-    for path, target in zip(images, targets, strict=True):
-        if target in seen:
+    for path, place in zip(images, targets, strict=True):
+        if place in seen:
             raise DataError(
-                f"{seen[target]} and {path} would both be written to {target}; rename one of "
+                f"{seen[place]} and {path} would both be written to {place}; rename one of "
                 "them or segment them into different --out folders."
             )
-        seen[target] = path
+        seen[place] = path
     return targets
 
 
 AUTO_SCALE = "auto"
 """``scale`` value asking :func:`segment_files` to estimate each image's factor."""
+
+
+def _check_targets(targets: Sequence[Path], resume: bool, overwrite: bool) -> None:
+    existing = [t for t in targets if t.exists()]
+    if existing and not (resume or overwrite):
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise DataError(
+            f"The output {existing[0]}{more} exists; pass --resume to keep what is done and "
+            "finish the rest, --overwrite to replace it, or choose another --out."
+        )
 
 
 def segment_files(
@@ -345,66 +408,270 @@ def segment_files(
     should_stop: Callable[[], bool] | None = None,
     measure_to: Path | None = None,
     pixel_size: float | None = None,
-) -> Generator[SegmentationEvent | FileSegmented | ScaleChosen, None, list[Path]]:
-    """Segment image files one by one, writing ``out/<stem>.png`` label images atomically.
+    resume: bool = False,
+    overwrite: bool = False,
+    block: int | None = None,
+    client: Client | None = None,
+) -> Generator[SegmentationEvent | FileSegmented | ScaleChosen | BlockWritten, None, list[Path]]:
+    """Segment image files, writing each one's labels atomically (see :func:`output_paths`).
 
-    Every path is checked, and every output name, before any work starts. With
-    ``measure_to`` the cells of every image are measured (:mod:`~.measure`) and
-    written there as one CSV. With
-    ``scale="auto"`` each image's factor is estimated (:func:`~.scale.estimate_scale`)
-    and announced with a :class:`~napari_bloodcells.core.events.ScaleChosen`.
+    Every path is checked, and every output name, before any work starts. Large
+    images (zarr, OME-Zarr, big or pyramidal TIFF) are read block by block and
+    written to zarr chunk by chunk (:mod:`~napari_bloodcells.core.blockwise`),
+    so memory stays bounded by one block. With ``measure_to`` the cells of
+    every ordinary image are measured (:mod:`~.measure`) into one CSV. With
+    ``scale="auto"`` each image's factor is estimated and announced with a
+    :class:`~napari_bloodcells.core.events.ScaleChosen`.
+
+    Parameters
+    ----------
+    resume, overwrite : bool
+        What to do with outputs that exist: skip finished files and blocks, or
+        replace them. Neither: refuse before any work.
+    block : int, optional
+        Block side for large images (default
+        :data:`~napari_bloodcells.core.blockwise.DEFAULT_BLOCK`).
+    client : distributed.Client, optional
+        Spread the files and blocks over this dask cluster's workers
+        (:mod:`~napari_bloodcells.core.scale_out`); ``source`` must then be a path.
 
     Returns
     -------
     list of Path
-        The label files written (fewer than the inputs when stopped).
+        The outputs written or completed (fewer than the inputs when stopped).
 
     Raises
     ------
     DataError
-        A missing input file, or two inputs with the same output name.
+        A missing input, two inputs with the same output, an output that
+        exists (without ``resume`` or ``overwrite``), or a large input of the
+        wrong shape or dtype.
     """
-    missing = [str(p) for p in images if not Path(p).is_file()]
-    if missing:
-        raise DataError(f"No such image file: {', '.join(missing[:3])}; check the paths.")
+    from napari_bloodcells.core.blockwise import DEFAULT_BLOCK
+
+    images = expand_inputs(images)
     targets = output_paths(images, out)
-    model = load_model(source, device)
+    _check_targets(targets, resume, overwrite)
+    if client is not None and not isinstance(source, Path | str):
+        raise ConfigError("Segmenting on dask workers needs the model as a file path.")
+    if client is not None and measure_to is not None:
+        raise ConfigError(
+            "--measure is not offered with dask workers; measure the label files afterwards "
+            "with: napari-bloodcells measure."
+        )
+    # A name ("auto", "cuda") is resolved here; workers resolve it for themselves.
+    model = load_model(source, resolve_device(device) if isinstance(device, str) else device)
     tiles = tiles or TileSettings()
     tiles.check(model.spec.input_multiple)
-    out.mkdir(parents=True, exist_ok=True)
     if scale != AUTO_SCALE:
         SCALE_RANGE.check(float(scale))
+    out.mkdir(parents=True, exist_ok=True)
+    should_stop = should_stop or (lambda: False)
+    plan = _SegmentPlan(
+        model, source, tiles, scale, block or DEFAULT_BLOCK, resume, overwrite, device, client
+    )
     written: list[Path] = []
     tables: list[Measurements] = []
     for index, (path, target) in enumerate(zip(images, targets, strict=True)):
-        pixels = read_image(path)
-        factor = float(scale) if scale != AUTO_SCALE else None
-        if factor is None:
-            estimate = estimate_scale(model, pixels, str(path))
-            factor = estimate.scale
-            yield ScaleChosen(index, str(path), factor, estimate.message)
-        run = segment(model, pixels, scale=factor, tiles=tiles, should_stop=should_stop)
-        result = None
-        for event in run:
-            if isinstance(event, SegmentationFinished):
-                result = event.result
-            elif isinstance(event, SegmentProgress):  # count files, not slices
-                yield SegmentProgress(index, len(images), event.done, event.total)
-            else:
-                yield event
-        if result is None or result.labels is None:
+        if resume and target.is_file():
+            written.append(target)
+            yield FileSegmented(index, len(images), path, target)
+            continue
+        if should_stop():
             yield Notice(f"Stopped before {path}; {len(written)} file(s) were written.")
             break
-        write_labels(result.labels, target)
-        written.append(target)
-        if measure_to is not None:
-            tables.append(
-                measure_cells(result.labels, pixels, name=str(path), pixel_size=pixel_size)[1]
-            )
-        yield FileSegmented(index, len(images), path, target)
+        if target.suffix.lower() == ".png":
+            done = yield from plan.small_file(index, len(images), path, target, should_stop)
+            if done is None:
+                yield Notice(f"Stopped before {path}; {len(written)} file(s) were written.")
+                break
+            labels, pixels = done
+            if measure_to is not None and labels is not None:
+                table = measure_cells(labels, pixels, name=str(path), pixel_size=pixel_size)[1]
+                tables.append(table)
+        else:
+            finished = yield from plan.large_file(path, target, should_stop)
+            if not finished:
+                break
+        if client is None:
+            written.append(target)
+            yield FileSegmented(index, len(images), path, target)
+        else:
+            plan.queued[target] = (index, path)
+    if client is not None:
+        written += yield from plan.drain(len(images), should_stop)
     if measure_to is not None:
         yield from _write_measurements(tables, measure_to)
     return written
+
+
+class _SegmentPlan:
+    """How :func:`segment_files` runs each file: here, block by block, or on dask workers."""
+
+    def __init__(
+        self,
+        model: TrainedModel,
+        source: ModelSource,
+        tiles: TileSettings,
+        scale: float | str,
+        block: int,
+        resume: bool,
+        overwrite: bool,
+        device: torch.device | str | None,
+        client: Client | None,
+    ) -> None:
+        self.model, self.source, self.tiles, self.scale = model, source, tiles, scale
+        self.block, self.resume, self.overwrite, self.client = block, resume, overwrite, client
+        self.device = str(device) if device is not None else "auto"
+        self.futures: list[tuple[Any, Path]] = []
+        self.queued: dict[Path, tuple[int, Path]] = {}
+
+    def factor(self, pixels: np.ndarray) -> tuple[float, ScaleEstimate | None]:
+        if self.scale != AUTO_SCALE:
+            return float(self.scale), None
+        estimate = estimate_scale(self.model, pixels, "")
+        return estimate.scale, estimate
+
+    def small_file(
+        self, index: int, count: int, path: Path, target: Path, should_stop: Callable[[], bool]
+    ) -> Generator[object, None, tuple[np.ndarray | None, np.ndarray] | None]:
+        """Segment here (labels, pixels), queue on the workers (None, pixels), or stopped (None)."""
+        pixels = read_image(path)
+        factor, estimate = self.factor(pixels)
+        if estimate is not None:
+            yield ScaleChosen(index, str(path), factor, estimate.message)
+        if self.client is not None:
+            from napari_bloodcells.core.scale_out import file_task, submit
+
+            future = submit(
+                self.client,
+                file_task,
+                str(self.source),
+                str(path),
+                str(target),
+                factor,
+                self.tiles,
+                self.device,
+            )
+            self.futures.append((future, target))
+            return None, pixels
+        result = None
+        for event in segment(
+            self.model, pixels, scale=factor, tiles=self.tiles, should_stop=should_stop
+        ):
+            if isinstance(event, SegmentationFinished):
+                result = event.result
+            elif isinstance(event, SegmentProgress):  # count files, not slices
+                yield SegmentProgress(index, count, event.done, event.total)
+            else:
+                yield event
+        if result is None or result.labels is None:
+            return None
+        write_labels(result.labels, target)
+        return result.labels, pixels
+
+    def large_file(
+        self, path: Path, target: Path, should_stop: Callable[[], bool]
+    ) -> Generator[object, None, bool]:
+        import shutil
+
+        from napari_bloodcells.core.blockwise import default_halo, segment_blocks
+        from napari_bloodcells.core.large_images import blocks, create_labels_store, open_lazy
+
+        image = (
+            open_lazy(path)
+            if path.is_dir() or path.suffix.lower() in (".tif", ".tiff")
+            else read_image(path)
+        )
+        height, width = image.shape[:2]
+        if self.scale == AUTO_SCALE:
+            raise ConfigError(
+                f"--scale auto is not offered for large images like {path.name}; estimate the "
+                "scale on a crop (segment --scale auto crop.png) and pass it as a number."
+            )
+        factor = float(self.scale)
+        if self.overwrite and target.exists():
+            shutil.rmtree(target)
+        store = create_labels_store(
+            target,
+            (height, width),
+            self.block,
+            resume=self.resume,
+            attributes={"source": str(path), "classes": list(self.model.classes.names)},
+        )
+        todo = [b for b in blocks(height, width, self.block) if not store.is_done(b)]
+        halo = default_halo(self.tiles, factor)
+        if self.client is not None:
+            from napari_bloodcells.core.scale_out import block_task, submit
+
+            for b in todo:
+                future = submit(
+                    self.client,
+                    block_task,
+                    str(self.source),
+                    str(path),
+                    str(target),
+                    b,
+                    halo,
+                    factor,
+                    self.tiles,
+                    self.device,
+                )
+                self.futures.append((future, target))
+            return True
+        written = yield from segment_blocks(
+            self.model,
+            image,
+            store,
+            todo,
+            halo=halo,
+            scale=factor,
+            tiles=self.tiles,
+            should_stop=should_stop,
+        )
+        return written == len(todo)
+
+    def drain(
+        self, files: int, should_stop: Callable[[], bool]
+    ) -> Generator[object, None, list[Path]]:
+        """Wait for the workers' tasks and report each file as its last task ends.
+
+        Stop cancels the tasks not started; a task that failed on every retry
+        cancels the rest and ends the job with one sentence.
+        """
+        from distributed import as_completed
+
+        from napari_bloodcells.core.scale_out import failure
+
+        remaining: dict[Path, int] = {}
+        for _, target in self.futures:
+            remaining[target] = remaining.get(target, 0) + 1
+        pending = dict(self.futures)
+        finished: list[Path] = [t for t in self.queued if t not in remaining]  # nothing to do
+        total = len(pending)
+        for done, future in enumerate(as_completed(list(pending))):
+            target = pending.pop(future)
+            if should_stop():
+                for other in pending:
+                    other.cancel()
+                yield Notice(
+                    f"Stopped; {done} of {total} tasks finished on the workers (--resume "
+                    "finishes the rest)."
+                )
+                return finished
+            try:
+                future.result()
+            except Exception as exc:  # a worker's exception, after the retries
+                for other in pending:
+                    other.cancel()
+                raise failure(exc, str(self.queued[target][1])) from exc
+            yield SegmentProgress(done, total, 1, 1)
+            remaining[target] -= 1
+            if remaining[target] == 0:
+                index, path = self.queued[target]
+                finished.append(target)
+                yield FileSegmented(index, files, path, target)
+        return finished
 
 
 def _write_measurements(tables: list[Measurements], path: Path) -> Generator[Notice, None, None]:

@@ -1,0 +1,96 @@
+"""Segmenting a large image block by block, with memory bounded by one block.
+
+Each block is read with a margin (the halo) from a lazy array, segmented by
+the ordinary tiled inference of :mod:`~napari_bloodcells.core.infer`, cropped
+back to the block and written to a zarr store; the store marks it done. The
+halo gives every pixel the same context it has in a whole-image run, so the
+labels do not depend on where the blocks fall (``benchmarks/scale_out.py``
+compares them). The same function runs in one process or, one block per
+task, on dask.distributed workers (:mod:`~napari_bloodcells.core.scale_out`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from napari_bloodcells.core.events import BlockWritten, Notice, SegmentationFinished
+from napari_bloodcells.core.imaging import to_rgb_uint8
+from napari_bloodcells.core.infer import TileSettings, segment
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    from napari_bloodcells.core.checkpoint import TrainedModel
+    from napari_bloodcells.core.large_images import Block, LabelsStore
+
+DEFAULT_BLOCK = 2048
+"""Block side in pixels: 12 MB of RGB pixels and 4 MB of labels per block."""
+
+
+def default_halo(tiles: TileSettings, scale: float) -> int:
+    """Margin read around each block: one tile overlap at the model's scale, at least 64 px."""
+    return max(64, int(np.ceil(tiles.overlap / max(scale, 1e-6))))
+
+
+def segment_block(
+    model: TrainedModel,
+    image: object,
+    block: Block,
+    *,
+    halo: int,
+    scale: float = 1.0,
+    tiles: TileSettings | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray | None:
+    """The labels of one block, from the block and its halo read out of ``image``.
+
+    ``image`` is any ``(H, W, C)`` array that slices lazily (dask, zarr, numpy).
+    Returns ``None`` if stopped.
+    """
+    height, width = image.shape[:2]  # type: ignore[attr-defined]
+    rows, cols = block.with_halo(halo, height, width)
+    pixels = to_rgb_uint8(np.asarray(image[rows, cols]))  # type: ignore[index]
+    result = None
+    for event in segment(model, pixels, scale=scale, tiles=tiles, should_stop=should_stop):
+        if isinstance(event, SegmentationFinished):
+            result = event.result
+    if result is None or result.labels is None:
+        return None
+    top, left = block.top - rows.start, block.left - cols.start
+    return np.ascontiguousarray(
+        result.labels[top : top + block.bottom - block.top, left : left + block.right - block.left]
+    )
+
+
+def segment_blocks(
+    model: TrainedModel,
+    image: object,
+    store: LabelsStore,
+    todo: list[Block],
+    *,
+    halo: int,
+    scale: float = 1.0,
+    tiles: TileSettings | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[BlockWritten | Notice, None, int]:
+    """Segment and write ``todo`` blocks one after the other; returns how many were written.
+
+    Stopping ends the job between tile batches; blocks written stay valid and
+    marked done, the block under way is not written.
+    """
+    should_stop = should_stop or (lambda: False)
+    for done, block in enumerate(todo):
+        labels = segment_block(
+            model, image, block, halo=halo, scale=scale, tiles=tiles, should_stop=should_stop
+        )
+        if labels is None:
+            yield Notice(
+                f"Stopped; {done} of {len(todo)} blocks were written to {store.path} "
+                "(--resume finishes the rest)."
+            )
+            return done
+        store.write(block, labels)
+        yield BlockWritten(done + 1, len(todo), block.row, block.col)
+    return len(todo)

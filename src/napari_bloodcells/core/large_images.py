@@ -1,0 +1,287 @@
+"""Images too large for memory: opened lazily from zarr, OME-Zarr and (OME-)TIFF, labels to zarr.
+
+Whole-slide scans are tens of thousands of pixels a side. They are opened
+here as dask arrays of shape ``(H, W, C)`` that read only the blocks asked
+for: a zarr array, the full-resolution level of an OME-Zarr image (its
+``multiscales`` metadata names it) or of a pyramidal TIFF (through tifffile's
+zarr store). Labels are written to a zarr array chunk by chunk, next to a
+small "done" array with one entry per block, so a stopped run can resume and
+what was written stays valid.
+
+zarr and dask come with the ``distributed`` extra; without it, opening a zarr
+says what to install.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_bloodcells.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import dask.array as da
+    import zarr
+
+EXTRA_HINT = "install the distributed extra: pip install 'napari-bloodcells[distributed]'"
+LARGE_PIXELS = 4096 * 4096
+"""Images with more pixels than this are segmented block by block into zarr."""
+TIFF_SUFFIXES = (".tif", ".tiff")
+DONE_NAME = "blocks_done"
+"""Name of the per-block progress array written beside a labels array."""
+
+
+def require_extra(what: str) -> None:
+    """Raise one sentence naming the extra if zarr or dask is missing."""
+    try:
+        import dask.array  # noqa: F401
+        import zarr  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"{what} needs {exc.name}; {EXTRA_HINT}.") from exc
+
+
+def is_zarr(path: Path) -> bool:
+    """Whether ``path`` is a zarr array or group (v2 or v3) on disk."""
+    return path.is_dir() and any(
+        (path / marker).exists() for marker in ("zarr.json", ".zarray", ".zgroup")
+    )
+
+
+def is_large(path: Path) -> bool:
+    """Whether ``path`` should be read lazily: a zarr, or a TIFF above :data:`LARGE_PIXELS`."""
+    if is_zarr(path):
+        return True
+    if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+        except (tifffile.TiffFileError, OSError, IndexError):
+            return False
+        return int(np.prod(shape[:2])) > LARGE_PIXELS or len(tif.series[0].levels) > 1
+    return False
+
+
+def _full_resolution(group: zarr.Group) -> zarr.Array:
+    """The first (full-resolution) dataset of an OME-Zarr image, or a group's only array."""
+    multiscales = group.attrs.get("multiscales") or group.attrs.get("ome", {}).get("multiscales")
+    if multiscales:
+        return group[multiscales[0]["datasets"][0]["path"]]
+    arrays = list(group.array_keys())
+    if "0" in arrays:
+        return group["0"]
+    if len(arrays) == 1:
+        return group[arrays[0]]
+    raise DataError(
+        f"The zarr group holds {len(arrays)} arrays and no OME-Zarr multiscales; point at one "
+        "array (folder) of it."
+    )
+
+
+def as_rgb_axes(array: da.Array, name: str) -> da.Array:
+    """``array`` as ``(H, W, C)`` with 3 or 4 channels (or ``(H, W)`` gray), lazily.
+
+    OME-Zarr stores channels first (``c, y, x``, often with leading ``t, z`` of
+    size 1): those are squeezed and moved last.
+
+    Raises
+    ------
+    DataError
+        For shapes that are not a single 2D RGB(A) or gray image, or dtypes
+        that are not 8-bit.
+    """
+    while array.ndim > 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 4 and array.shape[1] == 1:  # (c, z=1, y, x)
+        array = array[:, 0].transpose(1, 2, 0)
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        raise DataError(
+            f"{name} has shape {tuple(array.shape)}, not one 2D image (Y, X, 3), (3, Y, X) "
+            "or (Y, X); export a single RGB plane."
+        )
+    if array.dtype != np.uint8:
+        raise DataError(
+            f"{name} holds {array.dtype} values; this plugin segments 8-bit images, so "
+            "convert it to uint8 first."
+        )
+    return array
+
+
+def open_lazy(path: Path) -> da.Array:
+    """Open a zarr, OME-Zarr or (pyramidal, OME-) TIFF image as a lazy ``(H, W, C)`` array.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read or is not a single 8-bit 2D image.
+    ConfigError
+        If zarr or dask is not installed.
+    """
+    require_extra(f"Reading {path.name}")
+    import dask.array as da
+    import zarr
+
+    name = str(path)
+    try:
+        if not is_zarr(path):
+            tiff = TiffRegions(path)
+            return as_rgb_axes(da.from_array(tiff, chunks=tiff.chunks), name)
+        node = zarr.open(str(path), mode="r")
+        array = node if isinstance(node, zarr.Array) else _full_resolution(node)
+    except DataError:
+        raise
+    except Exception as exc:  # zarr and tifffile raise many types for unreadable input
+        raise DataError(
+            f"Could not open {name} as a zarr or TIFF image ({type(exc).__name__}); check "
+            "that it is a complete zarr array or TIFF file."
+        ) from exc
+    return as_rgb_axes(da.from_zarr(array), name)
+
+
+class TiffRegions:
+    """The full-resolution level of a (pyramidal, OME-) TIFF, read region by region.
+
+    Each read opens the file through tifffile's zarr store and closes it
+    again, so a lazy array over it holds no open file between reads.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import tifffile
+
+        self.path = path
+        with tifffile.TiffFile(path) as tif:
+            level = tif.series[0].levels[0]
+            self.shape: tuple[int, ...] = tuple(level.shape)
+            self.dtype = np.dtype(level.dtype)
+            self.axes: str = level.axes
+            page = level.keyframe
+            tile = (page.tilelength or page.rowsperstrip or 256, page.tilewidth or 4096)
+        self.ndim = len(self.shape)
+        # Reads of whole tiles (or strips), at least 1024 px a side: few opens per block.
+        self.chunks = tuple(
+            max(1024, int(t)) if i < 2 else n
+            for i, (t, n) in enumerate(zip((*tile, *self.shape[2:]), self.shape, strict=False))
+        )
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        import tifffile
+        import zarr
+
+        with tifffile.imread(self.path, aszarr=True) as store:
+            node = zarr.open(store, mode="r")
+            array = node if isinstance(node, zarr.Array) else node["0"]
+            return np.asarray(array[key])
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a blockwise run: rows ``top:bottom`` and columns ``left:right``."""
+
+    row: int
+    col: int
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    def with_halo(self, halo: int, height: int, width: int) -> tuple[slice, slice]:
+        """The block grown by ``halo`` pixels on every side, within the image."""
+        return (
+            slice(max(0, self.top - halo), min(height, self.bottom + halo)),
+            slice(max(0, self.left - halo), min(width, self.right + halo)),
+        )
+
+
+def blocks(height: int, width: int, size: int) -> list[Block]:
+    """The blocks of ``size x size`` pixels (smaller at the right and bottom) covering an image."""
+    return [
+        Block(r, c, top, min(top + size, height), left, min(left + size, width))
+        for r, top in enumerate(range(0, height, size))
+        for c, left in enumerate(range(0, width, size))
+    ]
+
+
+@dataclass(frozen=True)
+class LabelsStore:
+    """A zarr labels array and its per-block progress, opened for writing.
+
+    Attributes
+    ----------
+    path : Path
+        The ``.zarr`` folder: a group holding ``labels`` and ``blocks_done``.
+    labels : zarr.Array
+        ``(H, W) uint8`` class indices, chunked like the blocks.
+    done : zarr.Array
+        ``(rows, cols) bool``: which blocks are written.
+    """
+
+    path: Path
+    labels: Any
+    done: Any
+
+    def is_done(self, block: Block) -> bool:
+        """Whether ``block`` was written by an earlier run."""
+        return bool(self.done[block.row, block.col])
+
+    def write(self, block: Block, labels: np.ndarray) -> None:
+        """Write one block's labels, then mark it done (a crash between leaves it undone)."""
+        self.labels[block.top : block.bottom, block.left : block.right] = labels
+        self.done[block.row, block.col] = True
+
+
+def create_labels_store(
+    path: Path,
+    shape: tuple[int, int],
+    block: int,
+    *,
+    resume: bool = False,
+    attributes: dict[str, Any] | None = None,
+) -> LabelsStore:
+    """Open (``resume``) or create the zarr labels store for an image of ``shape``.
+
+    Raises
+    ------
+    DataError
+        If ``path`` exists and ``resume`` is not set, or it holds labels of
+        another shape or block size.
+    """
+    require_extra(f"Writing {path.name}")
+    import zarr
+
+    grid = (-(-shape[0] // block), -(-shape[1] // block))
+    if path.exists():
+        if not resume:
+            raise DataError(
+                f"The output {path} exists; pass --resume to finish it, or choose another --out."
+            )
+        group = zarr.open_group(str(path), mode="r+")
+        labels, done = group["labels"], group[DONE_NAME]
+        if tuple(labels.shape) != tuple(shape) or tuple(done.shape) != grid:
+            raise DataError(
+                f"The output {path} holds labels of shape {tuple(labels.shape)} in blocks of "
+                f"{labels.chunks[0]}, not {tuple(shape)} in blocks of {block}; choose another "
+                "--out, or resume with the same --block."
+            )
+        return LabelsStore(path, labels, done)
+    group = zarr.open_group(str(path), mode="w")
+    labels = group.create_array("labels", shape=shape, chunks=(block, block), dtype="uint8")
+    done = group.create_array(DONE_NAME, shape=grid, chunks=(1, 1), dtype="bool", fill_value=False)
+    labels.attrs.update(json.loads(json.dumps(attributes or {})))
+    return LabelsStore(path, labels, done)
+
+
+def open_labels_store(path: Path) -> LabelsStore:
+    """Open an existing labels store for writing (a dask worker's side of a run)."""
+    require_extra(f"Writing {path.name}")
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    return LabelsStore(path, group["labels"], group[DONE_NAME])
