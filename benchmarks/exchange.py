@@ -119,10 +119,11 @@ def main() -> None:
                 onnx_model = load_onnx_model(package)
                 row["onnx_runtime_mp_s"] = round(megapixels_per_second(onnx_model, args.speed), 2)
         figures[path.name] = row
+        passed = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in formats.items())
         print(
             f"{path.name} ({row['arch']}): exported in {row['export_s']} s, "
             f"{row['package_mb']} MB; bioimageio test {summary.status} "
-            f"({', '.join(f'{k} {"ok" if v else "FAILED"}' for k, v in formats.items())}); "
+            f"({passed}); "
             f"dev split ({len(images)} images): package = checkpoint on "
             f"{100 * same_pt:.3f} % of pixels, ONNX Runtime = plugin on {100 * same_onnx:.3f} %"
         )

@@ -146,10 +146,13 @@ def failure(exc: BaseException, what: str) -> DataError:
 
     if isinstance(exc, BloodcellsError):
         return DataError(str(exc))
+    try:
+        detail = f"{type(exc).__name__}: {str(exc)[:80]}"
+    except Exception:  # some of distributed's errors cannot print themselves once pickled
+        detail = type(exc).__name__
     return DataError(
         f"Segmenting {what} failed on the dask workers, also after {RETRIES} retries "
-        f"({type(exc).__name__}: {str(exc)[:80]}); nothing half-written was kept, so run "
-        "again with --resume."
+        f"({detail}); nothing half-written was kept, so run again with --resume."
     )
 
 
