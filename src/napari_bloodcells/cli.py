@@ -19,6 +19,7 @@ from napari_bloodcells import __version__
 from napari_bloodcells.core.bounds import check_bounds, options_of
 from napari_bloodcells.core.checkpoint import SUFFIX
 from napari_bloodcells.core.config import PRESETS, TrainConfig
+from napari_bloodcells.core.ddp import ProcessGroup, from_environment
 from napari_bloodcells.core.export import WEIGHT_FORMATS, ExportSettings
 from napari_bloodcells.core.infer import TileSettings
 from napari_bloodcells.core.models import OFFERED_ENCODERS
@@ -315,20 +316,7 @@ class _StopOnCtrlC:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from napari_bloodcells.core.config import preset
-    from napari_bloodcells.core.events import (
-        BatchEnded,
-        DataReady,
-        EpochEnded,
-        Notice,
-        ScheduleChosen,
-        TrainingFinished,
-        TrainingStarted,
-    )
-    from napari_bloodcells.core.jobs import training_job
-    from napari_bloodcells.core.report import plot_curves, write_history_json
 
     config = preset(args.preset).with_changes(
         arch=args.arch,
@@ -347,7 +335,34 @@ def _train(args: argparse.Namespace) -> int:
         config = config.with_changes(schedule="finetune")
     config.validate()
     out = args.out if args.out.suffix else args.out.with_suffix(SUFFIX)
-    _check_writable(out)
+    group = from_environment(config.device)  # torchrun: one of several processes
+    try:
+        return _train_run(args, config, out, group)
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _train_run(
+    args: argparse.Namespace, config: TrainConfig, out: Path, group: ProcessGroup | None
+) -> int:
+    from tqdm import tqdm
+
+    from napari_bloodcells.core.events import (
+        BatchEnded,
+        DataReady,
+        EpochEnded,
+        Notice,
+        ScheduleChosen,
+        TrainingFinished,
+        TrainingStarted,
+    )
+    from napari_bloodcells.core.jobs import training_job
+    from napari_bloodcells.core.report import plot_curves, write_history_json
+
+    main_rank = group is None or group.is_main
+    if main_rank:
+        _check_writable(out)
     bar = None
     result = None
     class_names: tuple[str, ...] = ()
@@ -360,14 +375,20 @@ def _train(args: argparse.Namespace) -> int:
             replay=None if args.replay == "none" else args.replay,
             checkpoint_path=out,
             progress=_file_progress("download"),
+            group=group,
         )
         for event in job:
+            if not main_rank:  # rank 0 alone prints and reports
+                if isinstance(event, TrainingFinished):
+                    result = event.result
+                continue
             if isinstance(event, DataReady):
                 class_names = event.classes.names
             elif isinstance(event, TrainingStarted):
+                ranks = f" x {group.world_size} processes" if group is not None else ""
                 print(
-                    f"Training on {event.device} ({event.precision}): {event.n_train} train / "
-                    f"{event.n_dev} dev images, {event.epochs} epochs."
+                    f"Training on {event.device}{ranks} ({event.precision}): {event.n_train} "
+                    f"train / {event.n_dev} dev images, {event.epochs} epochs."
                 )
                 bar = tqdm(
                     total=event.epochs * event.batches_per_epoch,
@@ -397,6 +418,8 @@ def _train(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     assert result is not None
+    if not main_rank:
+        return 0
     history_path = out.with_suffix(".metrics.json")
     write_history_json(
         result.history,

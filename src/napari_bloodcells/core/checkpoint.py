@@ -138,6 +138,7 @@ def save_checkpoint(model: TrainedModel, path: str | Path) -> Path:
         "config": model.config,
         "metrics": model.metrics,
         "size_model": None if model.size_model is None else model.size_model.to_dict(),
+        "world_size": int(model.metrics.get("world_size", 1)),
         "versions": _versions(),
         "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
     }

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from napari_bloodcells.core.config import TrainConfig
+    from napari_bloodcells.core.ddp import ProcessGroup
     from napari_bloodcells.core.download import Progress
     from napari_bloodcells.core.events import Segmentation
 
@@ -184,6 +185,7 @@ def training_job(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_path: Path | None = None,
     progress: Progress | None = None,
+    group: ProcessGroup | None = None,
 ) -> Generator[TrainingEvent | DataReady, None, TrainingResult]:
     """Load the data and the starting model, then train, yielding the engine's events.
 
@@ -240,6 +242,7 @@ def training_job(
             replay=replayed,
             should_stop=should_stop,
             checkpoint_path=checkpoint_path,
+            group=group,
         )
     )
 

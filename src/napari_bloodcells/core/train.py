@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
     from napari_bloodcells.core.config import TrainConfig
+    from napari_bloodcells.core.ddp import ProcessGroup
 
 _DEV_BATCH = 16
 
@@ -167,6 +168,7 @@ def train(
     classes: ClassInfo = BLOODCELL_CLASSES,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_path: str | Path | None = None,
+    group: ProcessGroup | None = None,
 ) -> Generator[TrainingEvent, None, TrainingResult]:
     """Train a model, yielding progress events; the last event carries the result.
 
@@ -190,6 +192,10 @@ def train(
         Polled between batches; when it returns True the run ends cleanly.
     checkpoint_path : path, optional
         Where the best model is saved, atomically, every time it improves.
+    group : ProcessGroup, optional
+        This process's place in a ``torchrun`` job (:mod:`~napari_bloodcells.core.ddp`):
+        batches and dev images are shared out, gradients averaged, and only
+        rank 0 saves.
 
     Yields
     ------
@@ -240,10 +246,17 @@ def train(
         epochs, lr = config.epochs, config.lr
         steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
         n_train, n_dev = len(train_idx), len(dev_idx)
-    device = resolve_device(config.device)
+    device = group.device if group is not None else resolve_device(config.device)
     dtype = autocast_dtype(config.precision, device)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    # Every rank draws the same global batches; crops and augmentation differ per rank.
+    order_generator = generator
+    if group is not None:
+        order_generator = torch.Generator().manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed + 7919 * group.rank)
+        if not group.is_main:
+            checkpoint_path = None
 
     if init is not None:
         network = copy.deepcopy(init.network).cpu()
@@ -258,9 +271,31 @@ def train(
     network.to(device=device)
     network.to(memory_format=memory_format)
     model.config = config.to_dict()
+    trained: torch.nn.Module = network
+    sharded = False
+    if group is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [group.local_rank] if device.type == "cuda" else None
+        trained = DistributedDataParallel(network, device_ids=ids)
+        # Each rank scores its share of the dev images and the sums are reduced; with
+        # fewer dev images than ranks every rank scores them all.
+        if len(dev_data) >= group.world_size:
+            sharded = True
+            dev_data = dev_data.subset(list(range(len(dev_data)))[group.rank :: group.world_size])
 
     sampler = PatchSampler(train_data, model.preprocessing)
     dev = _DevSet(dev_data, config, config.num_preview)
+
+    def evaluate_dev() -> tuple[float, ConfusionMatrix, tuple[PreviewRow, ...]]:
+        loss, cm, preview = dev.evaluate(model, objective, autocast, device)
+        if group is None or not sharded:
+            return loss, cm, preview
+        n = float(len(dev_data))
+        totals = group.sum_(torch.tensor([loss * n, n], dtype=torch.float64))
+        cm.matrix = group.sum_(cm.matrix)
+        return float(totals[0] / max(float(totals[1]), 1.0)), cm, preview
+
     reference = _DevSet(plan.reference, config, 0) if plan is not None and plan.reference else None
     objective = _Objective(config.loss)
     optimizer_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
@@ -307,7 +342,7 @@ def train(
                 "available, so only the corrections are trained on."
             )
         # The starting model is candidate 0: a fine-tune never ends worse than it began.
-        _, start_cm, _ = dev.evaluate(model, objective, autocast, device)
+        _, start_cm, _ = evaluate_dev()
         start_reference = reference_dice()
         best_score = start_cm.scores().mean_foreground_dice()
     yield TrainingStarted(
@@ -350,7 +385,7 @@ def train(
     def batches() -> list[list[int]]:
         if plan is not None:
             return [plan.draw(generator) for _ in range(steps_per_epoch)]
-        order = torch.randperm(len(train_data), generator=generator).tolist()
+        order = torch.randperm(len(train_data), generator=order_generator).tolist()
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
     try:
@@ -360,11 +395,15 @@ def train(
             queue = batches()
             batch_no, loss_sum, seen = 0, 0.0, 0
             while queue:
-                if should_stop():
+                asked = should_stop()
+                if group is not None:  # every rank stops at the same batch
+                    asked = group.any(asked)
+                if asked:
                     stopped, reason = True, f"Stopped by the user during epoch {epoch}."
                     break
                 indices = queue.pop(0)
-                images, masks = sampler.batch(indices, generator)
+                mine = group.share(indices) if group is not None else indices
+                images, masks = sampler.batch(mine, generator)
                 images = images.float().div_(255)
                 if config.augment:
                     images, masks = augment_batch(images, masks, generator, config.augmentation())
@@ -374,11 +413,12 @@ def train(
                 try:
                     optimizer.zero_grad(set_to_none=True)
                     with autocast():
-                        logits = network(images)
+                        logits = trained(images)
                     loss = objective(logits.float(), masks)
                     loss.backward()  # type: ignore[no-untyped-call]
                 except (RuntimeError, torch.OutOfMemoryError) as exc:
-                    if not _is_memory_error(exc) or len(indices) == 1:
+                    # Ranks cannot shrink their batches in step: a DDP run stops instead.
+                    if not _is_memory_error(exc) or len(indices) == 1 or group is not None:
                         raise
                     optimizer.zero_grad(set_to_none=True)
                     batch_size = max(1, len(indices) // 2)
@@ -388,6 +428,8 @@ def train(
                     yield Notice(f"Ran out of memory; continuing with batch size {batch_size}.")
                     continue
                 value = float(loss.detach())
+                if group is not None:  # the global batch's loss, the same on every rank
+                    value = group.mean(value)
                 if not math.isfinite(value):
                     stopped = diverged = True
                     reason = (
@@ -404,7 +446,7 @@ def train(
                 yield BatchEnded(epoch, batch_no, steps_per_epoch, value)
             if diverged or (stopped and seen == 0):
                 break  # nothing new worth evaluating: keep the best model so far
-            dev_loss, cm, preview = dev.evaluate(model, objective, autocast, device)
+            dev_loss, cm, preview = evaluate_dev()
             scores = cm.scores()
             remembered = reference_dice()
             score = selection_score(scores.mean_foreground_dice(), remembered, start_reference)
@@ -455,6 +497,7 @@ def train(
         "best_dev_score": best_score,
         "history": history,
         "reason": reason,
+        "world_size": group.world_size if group is not None else 1,
     }
     if checkpoint_path is not None and (best_epoch or kept_start) and (notice := save(model)):
         yield notice
