@@ -512,3 +512,26 @@ def test_export_button_writes_a_package_in_a_worker(viewer, train_widget, qtbot,
     assert test_input.shape == (1, 3, 64, 64) and (test_input == 200).all()  # the layer's pixels
     assert train_widget.export_button.enabled
     assert "Exported the model" in train_widget.status.value
+
+
+def test_a_multiscale_dask_layer_is_segmented_block_by_block_into_a_zarr_backed_layer(
+    viewer, segment_widget, qtbot, state, bloodcells, data_env
+):
+    import dask.array as da
+    import zarr
+
+    from bad_inputs import untrained_model
+
+    cells = [image[:100, :100] for image in bloodcells.images[:25]]
+    picture = np.concatenate([np.concatenate(cells[r * 5 : (r + 1) * 5], 1) for r in range(5)])
+    full = da.from_array(np.tile(picture, (2, 3, 1)), chunks=(512, 512, 3))  # 1000 x 1500
+    layer = viewer.add_image([full, full[::2, ::2]], rgb=True, multiscale=True, name="slide")
+    state.current.set(untrained_model(native=True), "a model")
+    segment_widget.image_layer.value = layer
+    written = run_segment(qtbot, segment_widget)
+    assert written is not None and written.multiscale
+    store = written.metadata["napari_bloodcells"]["zarr"]
+    group = zarr.open_group(store, mode="r")
+    assert written.data[0].shape == (1000, 1500) and bool(np.all(group["blocks_done"][:]))
+    assert set(np.unique(group["labels"][::50, ::50])) <= {0, 1, 2}
+    assert "Segmented 'slide segmentation'" in segment_widget.status.value

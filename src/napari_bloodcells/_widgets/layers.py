@@ -74,6 +74,22 @@ def _image_data(layer: Layer | None) -> tuple[Any, bool]:
     return data, spatial == 3
 
 
+def lazy_image(layer: Layer | None) -> Any | None:
+    """The full-resolution data of a large 2D image layer, uncopied, or ``None`` if it is small.
+
+    Large means a multiscale layer, or more pixels than
+    :data:`~napari_bloodcells.core.large_images.LARGE_PIXELS`: such a layer is
+    segmented block by block from its own (dask, zarr) data instead of copied.
+    """
+    from napari_bloodcells.core.large_images import LARGE_PIXELS
+
+    data, stack = _image_data(layer)
+    height, width = data.shape[:2]
+    if stack or not (getattr(layer, "multiscale", False) or height * width > LARGE_PIXELS):
+        return None
+    return data
+
+
 def image_input(layer: Layer | None, index: int | None = None) -> ImageInput:
     """Copy an Image layer's pixels; only slice ``index`` of a stack if it is given.
 

@@ -9,6 +9,8 @@ the Train widget fine-tunes on.
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from napari_bloodcells._layers import labels_kwargs
 from napari_bloodcells._widgets.cell_table import CellTable
 from napari_bloodcells._widgets.controls import (
     button_row,
@@ -39,8 +42,10 @@ from napari_bloodcells._widgets.layer_picker import LayerPicker
 from napari_bloodcells._widgets.layers import (
     CELLS,
     META_KEY,
+    SEGMENTATION,
     image_input,
     is_unpainted_prediction,
+    lazy_image,
     mask_input,
     remember_scale,
     remembered_scale,
@@ -51,10 +56,13 @@ from napari_bloodcells._widgets.layers import (
 )
 from napari_bloodcells._widgets.state import subscribe
 from napari_bloodcells._widgets.workers import show_error, show_info, show_warning
+from napari_bloodcells.core.blockwise import segment_blocks
 from napari_bloodcells.core.bounds import range_of
 from napari_bloodcells.core.checkpoint import SUFFIX, describe_file
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.download import cache_dir
 from napari_bloodcells.core.events import (
+    BlockWritten,
     CellsMeasured,
     ScaleChosen,
     Segmentation,
@@ -71,11 +79,18 @@ if TYPE_CHECKING:
     from magicgui.widgets import Widget
     from napari.layers import Image, Labels
 
+    from napari_bloodcells.core.checkpoint import TrainedModel
+
 
 def _camera(viewer: napari.viewer.Viewer) -> Any:
     """The viewer's camera: ``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None else viewer.camera
+
+
+def _safe_name(name: str) -> str:
+    """``name`` with only characters every file system accepts."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
 
 
 MODEL_CURRENT = "current session model"
@@ -237,8 +252,12 @@ class SegmentWidget(JobWidget):
         try:
             model = self._model()  # before copying the pixels: cheaper to fail
             layer = self.image_layer.value
-            image = image_input(layer)
             tiles = TileSettings().for_size(int(self.tile_size.value))
+            large = lazy_image(layer)
+            if large is not None:
+                self._segment_large(model, layer, large, tiles)
+                return
+            image = image_input(layer)
         except BloodcellsError as exc:
             show_error(str(exc))
             return
@@ -263,6 +282,54 @@ class SegmentWidget(JobWidget):
             scale=self._scale,
             tiles=tiles,
             confidence=bool(self.confidence.value),
+        )
+
+    def _segment_large(
+        self, model: TrainedModel, layer: Image, data: object, tiles: TileSettings
+    ) -> None:
+        """Segment a large layer block by block into a zarr store, shown as it fills.
+
+        The labels go to a new zarr store in the cache (``segmentations/``),
+        shown as a multiscale Labels layer that is refreshed after every block;
+        only one block of pixels is in memory at a time.
+        """
+        from napari_bloodcells.core.blockwise import DEFAULT_BLOCK, default_halo
+        from napari_bloodcells.core.large_images import blocks, create_labels_store
+
+        scale = float(self.scale.value)
+        height, width = data.shape[:2]  # type: ignore[attr-defined]
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = cache_dir() / "segmentations" / f"{_safe_name(layer.name)}-{stamp}.zarr"
+        store = create_labels_store(
+            path, (height, width), DEFAULT_BLOCK, attributes={"image": layer.name}
+        )
+        self._target = layer
+        self._scale = scale
+        remember_scale(layer, scale)
+        self.last_layer = self._viewer.add_labels(
+            store.pyramid(),
+            multiscale=True,
+            **labels_kwargs(
+                f"{layer.name} segmentation",
+                model.classes,
+                metadata={META_KEY: {"role": SEGMENTATION, "image": layer.name, "zarr": str(path)}},
+                scale=layer.scale,
+                translate=layer.translate,
+            ),
+        )
+        self.progress.value = 0
+        self.status.value = f"Segmenting '{layer.name}' block by block into {path.name}…"
+        self.state.runs.segmenting += 1
+        self._segmenting = True
+        self.run_job(
+            segment_blocks,
+            model,
+            data,
+            store,
+            blocks(height, width, DEFAULT_BLOCK),
+            halo=default_halo(tiles, scale),
+            scale=scale,
+            tiles=tiles,
         )
 
     def estimate_scale(self, *_: object) -> None:
@@ -428,6 +495,14 @@ class SegmentWidget(JobWidget):
             self.progress.value = round(message.fraction * _PROGRESS_STEPS)
             where = f"image {message.index + 1}/{message.images}, " if message.images > 1 else ""
             self.status.value = f"Segmenting: {where}tile {message.done}/{message.total}"
+        elif isinstance(message, BlockWritten):
+            self.progress.value = round(message.fraction * _PROGRESS_STEPS)
+            self.status.value = f"Segmenting: block {message.done}/{message.total}"
+            if self.last_layer is not None:
+                self.last_layer.refresh()
+                if message.done == message.total:
+                    where = self.last_layer.metadata.get(META_KEY, {}).get("zarr", "")
+                    self.status.value = f"Segmented '{self.last_layer.name}' into {where}."
         elif isinstance(message, SegmentationFinished):
             if message.result.labels is None:  # stopped: nothing partial is shown
                 self.progress.value = 0

@@ -34,6 +34,10 @@ LARGE_PIXELS = 4096 * 4096
 TIFF_SUFFIXES = (".tif", ".tiff")
 DONE_NAME = "blocks_done"
 """Name of the per-block progress array written beside a labels array."""
+LEVEL_PREFIX = "labels_level"
+"""Coarser copies of the labels (``labels_level1`` is halved, ...), for viewing."""
+PYRAMID_MIN_SIDE = 1024
+"""Levels are added until the coarsest is below this many pixels a side."""
 
 
 def require_extra(what: str) -> None:
@@ -226,14 +230,27 @@ class LabelsStore:
     path: Path
     labels: Any
     done: Any
+    levels: tuple[Any, ...] = ()
 
     def is_done(self, block: Block) -> bool:
         """Whether ``block`` was written by an earlier run."""
         return bool(self.done[block.row, block.col])
 
+    def pyramid(self) -> list[Any]:
+        """The labels at full resolution and every coarser level, for a multiscale layer."""
+        return [self.labels, *self.levels]
+
     def write(self, block: Block, labels: np.ndarray) -> None:
-        """Write one block's labels, then mark it done (a crash between leaves it undone)."""
+        """Write one block's labels (and its pyramid levels), then mark it done.
+
+        A crash before the mark leaves the block undone, so ``--resume`` redoes it.
+        """
         self.labels[block.top : block.bottom, block.left : block.right] = labels
+        for level, array in enumerate(self.levels, start=1):
+            step = 2**level
+            rows = slice(block.top // step, -(-block.bottom // step))
+            cols = slice(block.left // step, -(-block.right // step))
+            array[rows, cols] = labels[::step, ::step]
         self.done[block.row, block.col] = True
 
 
@@ -264,18 +281,33 @@ def create_labels_store(
             )
         group = zarr.open_group(str(path), mode="r+")
         labels, done = group["labels"], group[DONE_NAME]
+        levels = _levels(group)
         if tuple(labels.shape) != tuple(shape) or tuple(done.shape) != grid:
             raise DataError(
                 f"The output {path} holds labels of shape {tuple(labels.shape)} in blocks of "
                 f"{labels.chunks[0]}, not {tuple(shape)} in blocks of {block}; choose another "
                 "--out, or resume with the same --block."
             )
-        return LabelsStore(path, labels, done)
+        return LabelsStore(path, labels, done, levels)
     group = zarr.open_group(str(path), mode="w")
     labels = group.create_array("labels", shape=shape, chunks=(block, block), dtype="uint8")
     done = group.create_array(DONE_NAME, shape=grid, chunks=(1, 1), dtype="bool", fill_value=False)
     labels.attrs.update(json.loads(json.dumps(attributes or {})))
-    return LabelsStore(path, labels, done)
+    levels = []
+    level = 1
+    # Halved levels, for napari to show the whole slide without reading it all.
+    while max(shape) // 2**level >= PYRAMID_MIN_SIDE and block // 2**level >= 64:
+        step = 2**level
+        levels.append(
+            group.create_array(
+                f"{LEVEL_PREFIX}{level}",
+                shape=(-(-shape[0] // step), -(-shape[1] // step)),
+                chunks=(block // step, block // step),
+                dtype="uint8",
+            )
+        )
+        level += 1
+    return LabelsStore(path, labels, done, tuple(levels))
 
 
 def open_labels_store(path: Path) -> LabelsStore:
@@ -284,4 +316,11 @@ def open_labels_store(path: Path) -> LabelsStore:
     import zarr
 
     group = zarr.open_group(str(path), mode="r+")
-    return LabelsStore(path, group["labels"], group[DONE_NAME])
+    return LabelsStore(path, group["labels"], group[DONE_NAME], _levels(group))
+
+
+def _levels(group: Any) -> tuple[Any, ...]:
+    levels = []
+    while f"{LEVEL_PREFIX}{len(levels) + 1}" in group:
+        levels.append(group[f"{LEVEL_PREFIX}{len(levels) + 1}"])
+    return tuple(levels)
