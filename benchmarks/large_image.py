@@ -4,7 +4,7 @@ Writes a synthetic slide of tiled sample cells to a zarr store chunk by chunk
 (never whole in memory), then runs ``napari-bloodcells segment`` on it under
 ``/usr/bin/time -v`` and prints the peak resident memory and the throughput.
 
-    python benchmarks/large_image.py --model model.pt [--size 20000] [--workers 2]
+    python benchmarks/large_image.py --model model.pt [--size 20000] [--scale 0.25] [--workers 2]
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/large-image-bench"))
     parser.add_argument("--workers", type=int)
+    parser.add_argument(
+        "--scale", default="1", help="passed to segment (0.25: cells 4x larger than trained on)"
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     slide = args.workdir / f"slide{args.size}.zarr"
@@ -64,6 +67,8 @@ def main() -> None:
         "--out",
         str(out),
         "--overwrite",
+        "--scale",
+        args.scale,
     ]
     if args.workers:
         command += ["--workers", str(args.workers)]
@@ -77,7 +82,8 @@ def main() -> None:
         raise SystemExit(1)
     megapixels = args.size * args.size / 1e6
     print(
-        f"segment {args.size}x{args.size} RGB zarr ({megapixels:.0f} MP): {seconds:.0f} s, "
+        f"segment {args.size}x{args.size} RGB zarr ({megapixels:.0f} MP, scale {args.scale}): "
+        f"{seconds:.0f} s, "
         f"{megapixels / seconds:.2f} MP/s, peak resident memory "
         f"{int(peak.group(1)) / 1024 / 1024:.2f} GB (main process"
         f"{'; workers not counted' if args.workers else ''})"
