@@ -11,6 +11,7 @@ from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidge
 
 if TYPE_CHECKING:
     from magicgui.widgets import Widget
+    from superqt import QCollapsible
 
 
 def single_path(edit: FileEdit) -> Path | None:
@@ -108,7 +109,7 @@ def scroll_contents(container: Container) -> QScrollArea:
     return scroll
 
 
-def collapsible(title: str, *widgets: Widget, expanded: bool = True) -> QWidget:
+def collapsible(title: str, *widgets: Widget, expanded: bool = True) -> QCollapsible:
     """A titled section whose ``widgets`` fold away behind a click on the title.
 
     The Train form folds while a run goes so that, on a laptop-sized window,
@@ -123,7 +124,9 @@ def collapsible(title: str, *widgets: Widget, expanded: bool = True) -> QWidget:
 
     section = QCollapsible(title, expandedIcon="▼", collapsedIcon="▶")
     section.setDuration(0)  # an animated fold relayouts the dock for every frame
-    section.layout().setContentsMargins(0, 0, 0, 0)
+    layout = section.layout()
+    if layout is not None:
+        layout.setContentsMargins(0, 0, 0, 0)
     for widget in widgets:
         section.addWidget(widget.native)
     if expanded:

@@ -70,7 +70,13 @@ from napari_bloodcells.core.events import (
     SegmentProgress,
 )
 from napari_bloodcells.core.infer import SCALE_RANGE, TileSettings
-from napari_bloodcells.core.jobs import ModelSource, measure_job, scale_job, segmentation_job
+from napari_bloodcells.core.jobs import (
+    ModelSource,
+    load_model,
+    measure_job,
+    scale_job,
+    segmentation_job,
+)
 from napari_bloodcells.core.measure import Measurements, write_csv
 from napari_bloodcells.errors import BloodcellsError, ConfigError
 
@@ -255,7 +261,7 @@ class SegmentWidget(JobWidget):
             tiles = TileSettings().for_size(int(self.tile_size.value))
             large = lazy_image(layer)
             if large is not None:
-                self._segment_large(model, layer, large, tiles)
+                self._segment_large(load_model(model), layer, large, tiles)
                 return
             image = image_input(layer)
         except BloodcellsError as exc:

@@ -454,13 +454,13 @@ class TrainWidget(JobWidget):
                 "model is unchanged."
             )
             return
-        kept = better_current(self.state.current.model, result.model)
-        if result.stopped_early and not self._finetune and kept is not None:
+        better = better_current(self.state.current.model, result.model)
+        if result.stopped_early and not self._finetune and better is not None:
             # A stopped run must not throw away a better model scored on the same images.
             score = float(result.model.metrics.get("best_dev_score", 0.0))
             where = f" Its model is in {result.saved_to}." if result.saved_to else ""
             self._summary = (
-                f"{result.reason} The current model (dev score {kept:.3f}) beats this run's "
+                f"{result.reason} The current model (dev score {better:.3f}) beats this run's "
                 f"best ({score:.3f}), so it stays current."
             )
             show_info(f"{self._summary}{where}")

@@ -224,7 +224,7 @@ def _plain(value: Any) -> Any:
 
 def plugin_record(model: TrainedModel) -> dict[str, Any]:
     """Everything :mod:`~napari_bloodcells.core.package` needs to rebuild ``model``."""
-    return _plain(
+    record: dict[str, Any] = _plain(
         {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -236,6 +236,7 @@ def plugin_record(model: TrainedModel) -> dict[str, Any]:
             "size_model": None if model.size_model is None else model.size_model.to_dict(),
         }
     )
+    return record
 
 
 def _architecture(model: TrainedModel) -> tuple[str, str, dict[str, Any]]:
@@ -320,7 +321,9 @@ def export_package(
     ConfigError
         If the ``bioimageio`` extra is missing or a weight format is unknown.
     """
-    return run_to_end(export_job(model, Path(out), sample, settings))
+    written = run_to_end(export_job(model, Path(out), sample, settings))
+    assert written is not None  # nothing asks this job to stop
+    return written
 
 
 def export_job(
@@ -499,7 +502,7 @@ def _description(
         description=description[:1024],
         authors=[spec.Author(name=name) for name in settings.authors],
         cite=cite,
-        license=settings.license or ("GPL-3.0-only" if dataset1 else "CC-BY-4.0"),
+        license=spec.LicenseId(settings.license or ("GPL-3.0-only" if dataset1 else "CC-BY-4.0")),
         tags=[
             "semantic-segmentation",
             "white-blood-cells",
@@ -516,5 +519,5 @@ def _description(
         inputs=[inputs],
         outputs=[outputs],
         weights=spec.WeightsDescr(**weights),
-        config=spec.Config(**{CONFIG_KEY: plugin_record(model)}),
+        config=spec.Config.model_validate({CONFIG_KEY: plugin_record(model)}),
     )

@@ -388,6 +388,8 @@ def output_paths(images: Sequence[Path], out: Path) -> list[Path]:
 
 AUTO_SCALE = "auto"
 """``scale`` value asking :func:`segment_files` to estimate each image's factor."""
+FileEvent = SegmentationEvent | FileSegmented | ScaleChosen | BlockWritten
+"""What :func:`segment_files` yields."""
 
 
 def _check_targets(targets: Sequence[Path], resume: bool, overwrite: bool) -> None:
@@ -415,7 +417,7 @@ def segment_files(
     overwrite: bool = False,
     block: int | None = None,
     client: Client | None = None,
-) -> Generator[SegmentationEvent | FileSegmented | ScaleChosen | BlockWritten, None, list[Path]]:
+) -> Generator[FileEvent, None, list[Path]]:
     """Segment image files, writing each one's labels atomically (see :func:`output_paths`).
 
     Every path is checked, and every output name, before any work starts. Large
@@ -537,7 +539,7 @@ class _SegmentPlan:
 
     def small_file(
         self, index: int, count: int, path: Path, target: Path, should_stop: Callable[[], bool]
-    ) -> Generator[object, None, tuple[np.ndarray | None, np.ndarray] | None]:
+    ) -> Generator[FileEvent, None, tuple[np.ndarray | None, np.ndarray] | None]:
         """Segment here (labels, pixels), queue on the workers (None, pixels), or stopped (None)."""
         pixels = read_image(path)
         factor, estimate = self.factor(pixels)
@@ -575,7 +577,7 @@ class _SegmentPlan:
 
     def large_file(
         self, path: Path, target: Path, should_stop: Callable[[], bool]
-    ) -> Generator[object, None, bool]:
+    ) -> Generator[FileEvent, None, bool]:
         import shutil
 
         from napari_bloodcells.core.blockwise import default_halo, segment_blocks
@@ -636,7 +638,7 @@ class _SegmentPlan:
 
     def drain(
         self, files: int, should_stop: Callable[[], bool]
-    ) -> Generator[object, None, list[Path]]:
+    ) -> Generator[FileEvent, None, list[Path]]:
         """Wait for the workers' tasks and report each file as its last task ends.
 
         Stop cancels the tasks not started; a task that failed on every retry

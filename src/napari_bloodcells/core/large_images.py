@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import dask.array as da
-    import zarr
 
 EXTRA_HINT = "install the distributed extra: pip install 'napari-bloodcells[distributed]'"
 LARGE_PIXELS = 4096 * 4096
@@ -72,7 +71,7 @@ def is_large(path: Path) -> bool:
     return False
 
 
-def _full_resolution(group: zarr.Group) -> zarr.Array:
+def _full_resolution(group: Any) -> Any:
     """The first (full-resolution) dataset of an OME-Zarr image, or a group's only array."""
     multiscales = group.attrs.get("multiscales") or group.attrs.get("ome", {}).get("multiscales")
     if multiscales:
@@ -138,7 +137,7 @@ def open_lazy(path: Path) -> da.Array:
         if not is_zarr(path):
             tiff = TiffRegions(path)
             return as_rgb_axes(da.from_array(tiff, chunks=tiff.chunks), name)
-        node = zarr.open(str(path), mode="r")
+        node: Any = zarr.open(str(path), mode="r")
         array = node if isinstance(node, zarr.Array) else _full_resolution(node)
     except DataError:
         raise
@@ -279,21 +278,21 @@ def create_labels_store(
             raise DataError(
                 f"The output {path} exists; pass --resume to finish it, or choose another --out."
             )
-        group = zarr.open_group(str(path), mode="r+")
-        labels, done = group["labels"], group[DONE_NAME]
-        levels = _levels(group)
+        existing: Any = zarr.open_group(str(path), mode="r+")
+        labels, done = existing["labels"], existing[DONE_NAME]
+        kept = _levels(existing)
         if tuple(labels.shape) != tuple(shape) or tuple(done.shape) != grid:
             raise DataError(
                 f"The output {path} holds labels of shape {tuple(labels.shape)} in blocks of "
                 f"{labels.chunks[0]}, not {tuple(shape)} in blocks of {block}; choose another "
                 "--out, or resume with the same --block."
             )
-        return LabelsStore(path, labels, done, levels)
+        return LabelsStore(path, labels, done, kept)
     group = zarr.open_group(str(path), mode="w")
     labels = group.create_array("labels", shape=shape, chunks=(block, block), dtype="uint8")
     done = group.create_array(DONE_NAME, shape=grid, chunks=(1, 1), dtype="bool", fill_value=False)
     labels.attrs.update(json.loads(json.dumps(attributes or {})))
-    levels = []
+    levels: list[Any] = []
     level = 1
     # Halved levels, for napari to show the whole slide without reading it all.
     while max(shape) // 2**level >= PYRAMID_MIN_SIDE and block // 2**level >= 64:
@@ -320,7 +319,7 @@ def open_labels_store(path: Path) -> LabelsStore:
 
 
 def _levels(group: Any) -> tuple[Any, ...]:
-    levels = []
+    levels: list[Any] = []
     while f"{LEVEL_PREFIX}{len(levels) + 1}" in group:
         levels.append(group[f"{LEVEL_PREFIX}{len(levels) + 1}"])
     return tuple(levels)
