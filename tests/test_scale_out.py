@@ -55,7 +55,9 @@ def test_a_zarr_slide_is_segmented_block_by_block_as_one_image_would_be(
     assert "block 9/9" in capsys.readouterr().err  # 3 x 3 blocks
     group = zarr.open_group(str(out / "slide.zarr"), mode="r")
     assert group["labels"].chunks == (BLOCK, BLOCK) and bool(np.all(group["blocks_done"][:]))
-    assert set(np.unique(labels_of(out / "slide.zarr"))) <= {0, 1, 2}
+    # The blocks are tiled as the whole image is: the block split leaves no seams of its own.
+    whole = segment_image(untrained_model(native=True), slide)[0]
+    assert (labels_of(out / "slide.zarr") == whole).mean() >= 0.999
     # An output that exists is refused without --resume, in one sentence.
     assert cli.main(args) == 2
     message = capsys.readouterr().err.strip()

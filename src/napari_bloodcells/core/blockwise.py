@@ -1,12 +1,14 @@
 """Segmenting a large image block by block, with memory bounded by one block.
 
-Each block is read with a margin (the halo) from a lazy array, segmented by
-the ordinary tiled inference of :mod:`~napari_bloodcells.core.infer`, cropped
-back to the block and written to a zarr store; the store marks it done. The
-halo gives every pixel the same context it has in a whole-image run, so the
-labels do not depend on where the blocks fall (``benchmarks/scale_out.py``
-compares them). The same function runs in one process or, one block per
-task, on dask.distributed workers (:mod:`~napari_bloodcells.core.scale_out`).
+Each block is read from a lazy array together with the whole-image tiles
+that cover it (:func:`aligned_region`), segmented by the ordinary tiled
+inference of :mod:`~napari_bloodcells.core.infer`, cropped back to the block
+and written to a zarr store, which marks it done. Because the tiles and their
+blending are those of a whole-image run, the labels do not depend on where the
+blocks fall. (At a scale other than 1 the tiles fall on the resized image; a
+margin of context, the halo, is read instead.) The same function runs in one
+process or, one block per task, on dask.distributed workers
+(:mod:`~napari_bloodcells.core.scale_out`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from napari_bloodcells.core.events import BlockWritten, Notice, SegmentationFinished
 from napari_bloodcells.core.imaging import to_rgb_uint8
-from napari_bloodcells.core.infer import TileSettings, segment
+from napari_bloodcells.core.infer import TileSettings, segment, tile_starts
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -32,6 +34,30 @@ DEFAULT_BLOCK = 2048
 def default_halo(tiles: TileSettings, scale: float) -> int:
     """Margin read around each block: one tile overlap at the model's scale, at least 64 px."""
     return max(64, int(np.ceil(tiles.overlap / max(scale, 1e-6))))
+
+
+def _covering(start: int, stop: int, length: int, tiles: TileSettings) -> slice:
+    """The span of the whole-image tiles (:func:`~.infer.tile_starts`) that meet ``start:stop``."""
+    size = tiles.size
+    if length <= size:
+        return slice(0, length)
+    starts = [s for s in tile_starts(length, size, tiles.overlap) if s < stop and s + size > start]
+    return slice(min(starts), max(starts) + size)
+
+
+def aligned_region(
+    block: Block, height: int, width: int, tiles: TileSettings
+) -> tuple[slice, slice]:
+    """The pixels to read for ``block``: exactly the tiles a whole-image run puts over it.
+
+    Segmenting this region tiles it as the whole image would be tiled there
+    (same tile positions, same blending), so the block's labels do not depend
+    on where the blocks fall: tile seams stay where a single run has them.
+    """
+    return (
+        _covering(block.top, block.bottom, height, tiles),
+        _covering(block.left, block.right, width, tiles),
+    )
 
 
 def segment_block(
@@ -50,7 +76,11 @@ def segment_block(
     Returns ``None`` if stopped.
     """
     height, width = image.shape[:2]  # type: ignore[attr-defined]
-    rows, cols = block.with_halo(halo, height, width)
+    tiles = tiles or TileSettings()
+    if scale == 1.0:
+        rows, cols = aligned_region(block, height, width, tiles)
+    else:  # tiles fall on the resized image: a margin of context instead
+        rows, cols = block.with_halo(halo, height, width)
     pixels = to_rgb_uint8(np.asarray(image[rows, cols]))  # type: ignore[index]
     result = None
     for event in segment(model, pixels, scale=scale, tiles=tiles, should_stop=should_stop):
