@@ -580,10 +580,6 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def _export(args: argparse.Namespace) -> int:
     from napari_bloodcells.core.events import JobStep
     from napari_bloodcells.core.export import export_job
@@ -618,3 +614,7 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"Wrote {written}; check it with: bioimageio test {written}")
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -312,9 +312,10 @@ class SegmentWidget(JobWidget):
         self._target = layer
         self._scale = scale
         remember_scale(layer, scale)
+        levels = store.pyramid()
         self.last_layer = self._viewer.add_labels(
-            store.pyramid(),
-            multiscale=True,
+            levels if len(levels) > 1 else levels[0],
+            multiscale=len(levels) > 1,
             **labels_kwargs(
                 f"{layer.name} segmentation",
                 model.classes,
