@@ -115,6 +115,59 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
             os.unlink(tmp)
 
 
+def model_record(model: TrainedModel) -> dict[str, Any]:
+    """Everything about ``model`` but its weights, as plain types.
+
+    A checkpoint stores it beside the weights; a bioimage.io package
+    (:mod:`~napari_bloodcells.core.export`) stores it in its ``config``.
+    :func:`model_from_record` reverses it.
+    """
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model": model.spec.to_dict(),
+        "classes": model.classes.to_dict(),
+        "preprocessing": model.preprocessing.to_dict(),
+        "config": model.config,
+        "metrics": model.metrics,
+        "size_model": None if model.size_model is None else model.size_model.to_dict(),
+    }
+
+
+def model_from_record(
+    record: dict[str, Any],
+    state_dict: dict[str, torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
+) -> TrainedModel:
+    """Rebuild a :class:`TrainedModel` from :func:`model_record` and its weights.
+
+    Without ``state_dict`` the network is not built (an ``nn.Identity`` stands
+    in): the record alone describes the model, or another runtime supplies it.
+
+    Raises
+    ------
+    KeyError, RuntimeError, TypeError, ValueError
+        For an incomplete record or weights that do not fit it; callers name
+        the file in their own sentence.
+    """
+    spec = ModelSpec.from_dict(record["model"])
+    network: nn.Module = nn.Identity()
+    if state_dict is not None:
+        network = build_model(spec)
+        network.load_state_dict(state_dict)
+    return TrainedModel(
+        network=network.to(device).eval(),
+        spec=spec,
+        classes=ClassInfo.from_dict(record["classes"]),
+        preprocessing=Preprocessing.from_dict(record["preprocessing"]),
+        config=dict(record.get("config") or {}),
+        metrics=dict(record.get("metrics") or {}),
+        size_model=(
+            SizeModel.from_dict(record["size_model"]) if record.get("size_model") else None
+        ),
+    )
+
+
 def save_checkpoint(model: TrainedModel, path: str | Path) -> Path:
     """Write ``model`` to ``path`` atomically.
 
@@ -130,14 +183,7 @@ def save_checkpoint(model: TrainedModel, path: str | Path) -> Path:
         file at ``path`` is left as it was.
     """
     payload = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "model": model.spec.to_dict(),
-        "classes": model.classes.to_dict(),
-        "preprocessing": model.preprocessing.to_dict(),
-        "config": model.config,
-        "metrics": model.metrics,
-        "size_model": None if model.size_model is None else model.size_model.to_dict(),
+        **model_record(model),
         "world_size": int(model.metrics.get("world_size", 1)),
         "versions": _versions(),
         "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
@@ -196,20 +242,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Tra
             "napari-bloodcells."
         )
     try:
-        spec = ModelSpec.from_dict(payload["model"])
-        network = build_model(spec)
-        network.load_state_dict(payload["state_dict"])
-        model = TrainedModel(
-            network=network.to(device).eval(),
-            spec=spec,
-            classes=ClassInfo.from_dict(payload["classes"]),
-            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
-            config=payload.get("config", {}),
-            metrics=payload.get("metrics", {}),
-            size_model=(
-                SizeModel.from_dict(payload["size_model"]) if payload.get("size_model") else None
-            ),
-        )
+        model = model_from_record(payload, payload["state_dict"], device)
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise CheckpointError(
             f"The model file {path} is incomplete or inconsistent ({type(exc).__name__}: "
@@ -261,14 +294,7 @@ def describe_file(path: str | Path) -> str:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
             raise ValueError("not a napari-bloodcells model")
-        model = TrainedModel(
-            network=nn.Identity(),
-            spec=ModelSpec.from_dict(payload["model"]),
-            classes=ClassInfo.from_dict(payload["classes"]),
-            preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
-            config=payload.get("config", {}),
-            metrics=payload.get("metrics", {}),
-        )
+        model = model_from_record(payload)
     except Exception as exc:  # torch.load raises many types for foreign or damaged bytes
         raise CheckpointError(
             f"The file {path} is not a napari-bloodcells model or is damaged; pick a .pt "

@@ -37,11 +37,10 @@ import torch
 
 from napari_bloodcells.core.bloodcell_dataset import CREDIT, DOI, REFERENCE, SOURCE_NAME
 from napari_bloodcells.core.checkpoint import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
     TrainedModel,
     atomic_write,
     describe,
+    model_record,
 )
 from napari_bloodcells.core.events import JobStep, run_to_end
 from napari_bloodcells.core.models import NOTEBOOK_UNET
@@ -223,19 +222,8 @@ def _plain(value: Any) -> Any:
 
 
 def plugin_record(model: TrainedModel) -> dict[str, Any]:
-    """Everything :mod:`~napari_bloodcells.core.package` needs to rebuild ``model``."""
-    record: dict[str, Any] = _plain(
-        {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "model": model.spec.to_dict(),
-            "classes": model.classes.to_dict(),
-            "preprocessing": model.preprocessing.to_dict(),
-            "config": model.config,
-            "metrics": model.metrics,
-            "size_model": None if model.size_model is None else model.size_model.to_dict(),
-        }
-    )
+    """Everything :mod:`~napari_bloodcells.core.package` needs to rebuild ``model``, for YAML."""
+    record: dict[str, Any] = _plain(model_record(model))
     return record
 
 

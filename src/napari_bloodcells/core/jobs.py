@@ -531,10 +531,10 @@ class _SegmentPlan:
         self.futures: list[tuple[Any, Path]] = []
         self.queued: dict[Path, tuple[int, Path]] = {}
 
-    def factor(self, pixels: np.ndarray) -> tuple[float, ScaleEstimate | None]:
+    def factor(self, pixels: np.ndarray, name: str) -> tuple[float, ScaleEstimate | None]:
         if self.scale != AUTO_SCALE:
             return float(self.scale), None
-        estimate = estimate_scale(self.model, pixels, "")
+        estimate = estimate_scale(self.model, pixels, name)
         return estimate.scale, estimate
 
     def small_file(
@@ -542,7 +542,7 @@ class _SegmentPlan:
     ) -> Generator[FileEvent, None, tuple[np.ndarray | None, np.ndarray] | None]:
         """Segment here (labels, pixels), queue on the workers (None, pixels), or stopped (None)."""
         pixels = read_image(path)
-        factor, estimate = self.factor(pixels)
+        factor, estimate = self.factor(pixels, str(path))
         if estimate is not None:
             yield ScaleChosen(index, str(path), factor, estimate.message)
         if self.client is not None:

@@ -9,16 +9,16 @@ does, and lets a CPU without a fast PyTorch path try ONNX Runtime.
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from napari_bloodcells.core.package import load_package, read_description
+from napari_bloodcells.core.checkpoint import model_from_record
+from napari_bloodcells.core.package import package_weights
 from napari_bloodcells.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -70,20 +70,17 @@ def load_onnx_model(path: str | Path, threads: int | None = None) -> TrainedMode
     CheckpointError
         If the package is not one this plugin exported, or has no ONNX weights.
     """
-    model = load_package(path)
-    description, archive = read_description(path)
-    with archive:
-        entry: dict[str, Any] = (description.get("weights") or {}).get("onnx") or {}
-        source = entry.get("source")
-        if not isinstance(source, str) or source not in archive.namelist():
-            raise CheckpointError(
-                f"The package {Path(path).name} has no ONNX weights; export it again with "
-                "the onnx format."
-            )
-        try:
-            data = archive.read(source)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise CheckpointError(
-                f"The ONNX weights in {Path(path).name} are damaged; export the model again."
-            ) from exc
+    name = Path(path).name
+    record, data = package_weights(
+        path,
+        "onnx",
+        f"The package {name} has no ONNX weights; export it again with the onnx format.",
+    )
+    try:
+        model = model_from_record(record)  # the PyTorch network is not needed
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"The package {name} is incomplete or damaged ({type(exc).__name__}); export the "
+            "model again."
+        ) from exc
     return replace(model, network=OnnxNetwork(data, threads))

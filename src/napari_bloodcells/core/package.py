@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 
-from napari_bloodcells.core.checkpoint import FORMAT_NAME, FORMAT_VERSION, TrainedModel
-from napari_bloodcells.core.classes import ClassInfo
-from napari_bloodcells.core.models import ModelSpec, build_model
-from napari_bloodcells.core.preprocessing import Preprocessing
-from napari_bloodcells.core.scale import SizeModel
+from napari_bloodcells.core.checkpoint import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    TrainedModel,
+    model_from_record,
+)
 from napari_bloodcells.errors import CheckpointError
 
 CONFIG_KEY = "napari-bloodcells"
@@ -89,14 +90,18 @@ def read_description(path: str | Path) -> tuple[dict[str, Any], zipfile.ZipFile]
     return description, archive
 
 
-def load_package(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
-    """Load a package that :mod:`~napari_bloodcells.core.export` wrote, as its ``.pt`` would load.
+def package_weights(
+    path: str | Path, weight_format: str, missing: str
+) -> tuple[dict[str, Any], bytes]:
+    """This plugin's record of the package's model, and the bytes of one of its weight files.
+
+    ``missing`` is the sentence for a package without that weight format.
 
     Raises
     ------
     CheckpointError
         In one sentence: for a package of another kind or from another tool, an
-        unsupported spec version, or damaged contents.
+        unsupported spec version, missing weights, or damaged contents.
     """
     path = Path(path)
     description, archive = read_description(path)
@@ -124,33 +129,39 @@ def load_package(path: str | Path, device: torch.device | str = "cpu") -> Traine
                 f"napari-bloodcells does not read (it reads {SUPPORTED_SPEC}.x); upgrade "
                 "napari-bloodcells or export the model again."
             )
-        weights = (description.get("weights") or {}).get("pytorch_state_dict") or {}
-        source = weights.get("source")
+        entry = (description.get("weights") or {}).get(weight_format) or {}
+        source = entry.get("source")
         if not isinstance(source, str) or source not in archive.namelist():
-            raise CheckpointError(
-                f"The package {path.name} lacks its pytorch_state_dict weights; export the "
-                "model again with that weight format."
-            )
+            raise CheckpointError(missing)
         try:
-            state = torch.load(
-                io.BytesIO(archive.read(source)), map_location="cpu", weights_only=True
-            )
-            spec = ModelSpec.from_dict(record["model"])
-            network = build_model(spec)
-            network.load_state_dict(state)
-            return TrainedModel(
-                network=network.to(device).eval(),
-                spec=spec,
-                classes=ClassInfo.from_dict(record["classes"]),
-                preprocessing=Preprocessing.from_dict(record["preprocessing"]),
-                config=dict(record.get("config") or {}),
-                metrics=dict(record.get("metrics") or {}),
-                size_model=(
-                    SizeModel.from_dict(record["size_model"]) if record.get("size_model") else None
-                ),
-            )
-        except (KeyError, RuntimeError, TypeError, ValueError, zipfile.BadZipFile) as exc:
+            return record, archive.read(source)
+        except (zipfile.BadZipFile, OSError) as exc:
             raise CheckpointError(
-                f"The package {path.name} is incomplete or damaged ({type(exc).__name__}); "
-                "export the model again."
+                f"The {weight_format} weights in {path.name} are damaged; export the model again."
             ) from exc
+
+
+def load_package(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
+    """Load a package that :mod:`~napari_bloodcells.core.export` wrote, as its ``.pt`` would load.
+
+    Raises
+    ------
+    CheckpointError
+        In one sentence: for a package of another kind or from another tool, an
+        unsupported spec version, or damaged contents.
+    """
+    path = Path(path)
+    record, weights = package_weights(
+        path,
+        "pytorch_state_dict",
+        f"The package {path.name} lacks its pytorch_state_dict weights; export the model "
+        "again with that weight format.",
+    )
+    try:
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+        return model_from_record(record, state, device)
+    except (KeyError, RuntimeError, TypeError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"The package {path.name} is incomplete or damaged ({type(exc).__name__}); "
+            "export the model again."
+        ) from exc
