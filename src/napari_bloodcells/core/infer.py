@@ -12,6 +12,10 @@ predicted in one pass. Larger images are cut into overlapping tiles that are
 blended with a weight ramp; tiles are processed one row at a time and each
 finished band of rows is reduced to labels straight away, so peak memory grows
 with the tile batch and the image width, not with the image area.
+
+Cutting, blending and the arg-max happen on the model's device: a GPU receives
+each row of tiles once as ``uint8`` and hands back only ``uint8`` labels, so
+the copies and the CPU stay out of its way. On the CPU it is the same code.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from napari_bloodcells.core.events import (
     run_to_end,
 )
 from napari_bloodcells.core.imaging import to_rgb_uint8
-from napari_bloodcells.core.preprocessing import image_to_tensor
+from napari_bloodcells.core.preprocessing import array_to_tensor, image_to_tensor
 from napari_bloodcells.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -90,6 +94,19 @@ class TileSettings:
         """These settings with another tile size, the overlap kept below a quarter of it."""
         return TileSettings(size, min(self.overlap, size // 4), self.batch)
 
+    @classmethod
+    def for_device(cls, device: torch.device | str | None) -> TileSettings:
+        """Defaults suited to ``device``: larger tiles and batches on a GPU.
+
+        A CPU gains nothing from large batches and pays for them in memory; a
+        GPU is fed poorly by small ones (each pass is bound by kernel launches),
+        and larger tiles waste less of its work on the overlap.
+        """
+        kind = torch.device(device).type if device is not None else "cpu"
+        if kind == "cuda":
+            return cls(size=1024, overlap=64, batch=16)
+        return cls()
+
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles covering ``0..length`` with at least ``overlap`` shared pixels.
@@ -136,6 +153,8 @@ class _Runner:
         self.dtype = autocast_dtype(precision, self.device)
         self.batch = batch
         model.network.to(self.device).eval()
+        if self.device.type == "cuda":  # tensor cores want NHWC, weights and inputs alike
+            model.network.to(memory_format=torch.channels_last)
 
     def probabilities(self, tiles: torch.Tensor) -> Generator[Notice, None, torch.Tensor | None]:
         """Softmax of ``(N, 3, H, W) uint8`` tiles, or ``None`` after lowering the batch.
@@ -161,8 +180,10 @@ class _Runner:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
             logits = self.model.network(x)
-        return torch.softmax(logits.float(), dim=1).cpu()
+            return torch.softmax(logits.float(), dim=1)
 
 
 @dataclass(frozen=True)
@@ -181,12 +202,12 @@ class _TilesDone:
 
 def _tile_probabilities(
     runner: _Runner,
-    tiles: list[torch.Tensor],
+    tiles: torch.Tensor,
     count: list[int],
     total: int,
     should_stop: Callable[[], bool],
 ) -> Generator[Notice | _TilesDone, None, list[torch.Tensor] | None]:
-    """Probabilities of ``tiles`` in batches, polling ``should_stop`` before each batch.
+    """Probabilities of ``(N, 3, H, W) uint8`` tiles in batches, polling ``should_stop``.
 
     ``count`` holds the tiles done so far in the image and is advanced in place.
     Returns ``None`` when stopped.
@@ -197,7 +218,7 @@ def _tile_probabilities(
         if should_stop():
             return None
         chunk = tiles[cursor : cursor + runner.batch]
-        probs = yield from runner.probabilities(torch.stack(chunk))
+        probs = yield from runner.probabilities(chunk)
         if probs is None:
             continue  # the batch was halved: retry this chunk smaller
         parts.extend(probs)
@@ -219,10 +240,11 @@ def _probability_bands(
     """
     height, width = image.shape[:2]
     multiple = runner.model.spec.input_multiple
+    device = runner.device
     if height <= tiles.size and width <= tiles.size:
         ph, pw = -(-height // multiple) * multiple, -(-width // multiple) * multiple
         whole = yield from _tile_probabilities(
-            runner, [image_to_tensor(pad_to(image, ph, pw))], [0], 1, should_stop
+            runner, image_to_tensor(pad_to(image, ph, pw))[None], [0], 1, should_stop
         )
         if whole is None:
             return False
@@ -233,20 +255,25 @@ def _probability_bands(
     padded = pad_to(image, t, t)
     ph, pw = padded.shape[:2]
     ys, xs = tile_starts(ph, t, tiles.overlap), tile_starts(pw, t, tiles.overlap)
-    ramp = _ramp(t, tiles.overlap)
+    ramp = _ramp(t, tiles.overlap).to(device)
     weight = ramp[:, None] * ramp[None, :]
     k = runner.model.spec.num_classes
-    acc = torch.zeros(k, t, pw)
-    wsum = torch.zeros(1, t, pw)
+    acc = torch.zeros(k, t, pw, device=device)
+    wsum = torch.zeros(1, t, pw, device=device)
     top, count, total = ys[0], [0], len(xs) * len(ys)
     for y in ys:
         if y > top:  # rows above `y` receive no more tiles: emit them and slide the window
             shift = y - top
             yield _Band(top, (acc[:, :shift] / wsum[:, :shift])[:, :, :width])
-            acc = torch.cat([acc[:, shift:], torch.zeros(k, shift, pw)], dim=1)
-            wsum = torch.cat([wsum[:, shift:], torch.zeros(1, shift, pw)], dim=1)
+            acc = torch.cat([acc[:, shift:], acc.new_zeros(k, shift, pw)], dim=1)
+            wsum = torch.cat([wsum[:, shift:], wsum.new_zeros(1, shift, pw)], dim=1)
             top = y
-        crops = [image_to_tensor(padded[y : y + t, x : x + t]) for x in xs]
+        # One copy of the row to the device; the tiles are views cut there.
+        row = array_to_tensor(padded[y : y + t])
+        if device.type == "cuda":  # from pinned memory the copy does not hold up the host
+            row = row.pin_memory()
+        row = row.to(device, non_blocking=True).permute(2, 0, 1)
+        crops = torch.stack([row[:, :, x : x + t] for x in xs])
         probs = yield from _tile_probabilities(runner, crops, count, total, should_stop)
         if probs is None:
             return False
@@ -275,6 +302,46 @@ def _resized(model: TrainedModel, image: np.ndarray, scale: float) -> np.ndarray
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
+class _Landing:
+    """Copies finished bands of labels (and confidence) into the host arrays.
+
+    From a GPU the copy is asynchronous, into pinned memory, and a band lands
+    only when the next one is sent: the host cuts and uploads the next row of
+    tiles while the device is still working, instead of waiting on every band.
+    """
+
+    def __init__(self, labels: np.ndarray, conf: np.ndarray | None) -> None:
+        self.labels, self.conf = labels, conf
+        self.pending: list[tuple[slice, torch.Tensor, torch.Tensor | None, object]] = []
+
+    def send(self, rows: slice, labels: torch.Tensor, conf: torch.Tensor | None) -> None:
+        if labels.device.type != "cuda":
+            self._land(rows, labels, conf)
+            return
+        host = torch.empty(labels.shape, dtype=labels.dtype, pin_memory=True)
+        host.copy_(labels, non_blocking=True)
+        host_conf = None
+        if conf is not None:
+            host_conf = torch.empty(conf.shape, dtype=conf.dtype, pin_memory=True)
+            host_conf.copy_(conf, non_blocking=True)
+        done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        done.record()
+        self.wait()
+        self.pending.append((rows, host, host_conf, done))
+
+    def wait(self) -> None:
+        """Land every band sent so far."""
+        for rows, labels, conf, done in self.pending:
+            done.synchronize()  # type: ignore[attr-defined]
+            self._land(rows, labels, conf)
+        self.pending.clear()
+
+    def _land(self, rows: slice, labels: torch.Tensor, conf: torch.Tensor | None) -> None:
+        self.labels[rows] = labels.cpu().numpy()
+        if self.conf is not None and conf is not None:
+            self.conf[rows] = conf.cpu().numpy()
+
+
 def _segment_one(
     runner: _Runner,
     image: np.ndarray,
@@ -293,6 +360,7 @@ def _segment_one(
     labels = np.empty((wh, ww), dtype=np.uint8)
     conf = np.empty((wh, ww), dtype=np.float32) if confidence else None
     bands = _probability_bands(runner, work, tiles, should_stop)
+    landing = _Landing(labels, conf)
     while True:
         try:
             message = next(bands)
@@ -300,15 +368,14 @@ def _segment_one(
             finished = bool(end.value)
             break
         if isinstance(message, _Band):
-            best, winner = message.probs.max(dim=0)
+            best, winner = message.probs.max(dim=0)  # on the device: only labels come back
             rows = slice(message.top, message.top + message.probs.shape[1])
-            labels[rows] = winner.numpy()
-            if conf is not None:
-                conf[rows] = best.numpy()
+            landing.send(rows, winner.to(torch.uint8), best if conf is not None else None)
         elif isinstance(message, _TilesDone):
             yield SegmentProgress(index, images, message.done, message.total)
         else:
             yield message
+    landing.wait()
     if not finished:
         return None
     if (wh, ww) != (height, width):  # np.array, not asarray: PIL's buffers are read-only
@@ -491,7 +558,7 @@ def predict_probabilities(
     tiles = tiles or TileSettings()
     runner = _Runner(model, device, precision, tiles.batch)
     bands = [m.probs for m in _drain(_probability_bands(runner, rgb, tiles, lambda: False))]
-    return torch.cat(bands, dim=1).numpy()
+    return torch.cat(bands, dim=1).cpu().numpy()
 
 
 def _drain(
