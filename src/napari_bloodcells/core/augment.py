@@ -72,21 +72,22 @@ def augment_batch(
     """
     parts = parts or Augmentation()
     n = images.shape[0]
-    draws = torch.rand(n, 3, generator=generator)
-    turns = torch.randint(0, 4, (n,), generator=generator)
-    out_images, out_masks = [], []
-    for i in range(n):
-        image, mask = images[i], masks[i]
-        if draws[i, 0] < 0.5:
-            image, mask = image.flip(-1), mask.flip(-1)
-        if draws[i, 1] < 0.5:
-            image, mask = image.flip(-2), mask.flip(-2)
-        if turns[i]:
-            image = torch.rot90(image, int(turns[i]), dims=(-2, -1))
-            mask = torch.rot90(mask, int(turns[i]), dims=(-2, -1))
-        out_images.append(image)
-        out_masks.append(mask)
-    images, masks = torch.stack(out_images), torch.stack(out_masks)
+    # Draws come from the CPU generator whatever the device, so a seed means the same
+    # run everywhere; the batch is then transformed as a whole, a few kernels per step.
+    draws = torch.rand(n, 3, generator=generator).to(images.device)
+    turns = torch.randint(0, 4, (n,), generator=generator).to(images.device)
+    images, masks = _where(draws[:, 0] < 0.5, images.flip(-1), images, masks.flip(-1), masks)
+    images, masks = _where(draws[:, 1] < 0.5, images.flip(-2), images, masks.flip(-2), masks)
+    turned_images, turned_masks = images, masks
+    for k in (1, 2, 3):
+        turned_images, turned_masks = _where(
+            turns == k,
+            torch.rot90(images, k, dims=(-2, -1)),
+            turned_images,
+            torch.rot90(masks, k, dims=(-2, -1)),
+            turned_masks,
+        )
+    images, masks = turned_images, turned_masks
     if parts.zoom > 1.0:
         images, masks = zoom(images, masks, generator, parts.zoom)
     images = colour_jitter(images, generator, stain_basis=parts.stain, hue=parts.hue)
@@ -95,6 +96,20 @@ def augment_batch(
     if parts.blur > 0:
         images = _blur(images, generator, parts.blur)
     return images, masks
+
+
+def _where(
+    chosen: torch.Tensor,
+    images_if: torch.Tensor,
+    images_else: torch.Tensor,
+    masks_if: torch.Tensor,
+    masks_else: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per item of the batch, the first image and mask where ``chosen``, else the second."""
+    return (
+        torch.where(chosen.view(-1, 1, 1, 1), images_if, images_else),
+        torch.where(chosen.view(-1, 1, 1), masks_if, masks_else),
+    )
 
 
 def zoom(
@@ -145,13 +160,15 @@ def colour_jitter(
     """
     n = images.shape[0]
 
+    device = images.device
+
     def factor(amount: float, *shape: int) -> torch.Tensor:
-        return 1.0 + (torch.rand(n, *shape, generator=generator) * 2 - 1) * amount
+        return (1.0 + (torch.rand(n, *shape, generator=generator) * 2 - 1) * amount).to(device)
 
     if stain_basis > 0:
         density = -torch.log(images.clamp(min=1 / 255))
         mixing = torch.eye(3) + (torch.rand(n, 3, 3, generator=generator) * 2 - 1) * stain_basis
-        density = torch.einsum("nij,njhw->nihw", mixing, density).clamp(min=0)
+        density = torch.einsum("nij,njhw->nihw", mixing.to(device), density).clamp(min=0)
         images = torch.exp(-density)
     b = factor(brightness, 1, 1, 1)
     c = factor(contrast, 1, 1, 1)
@@ -164,7 +181,7 @@ def colour_jitter(
     images = (images - grey) * s + grey
     if hue > 0:
         angles = (torch.rand(n, generator=generator) * 2 - 1) * hue * 2 * math.pi
-        images = torch.einsum("nij,njhw->nihw", _hue_rotations(angles), images)
+        images = torch.einsum("nij,njhw->nihw", _hue_rotations(angles).to(device), images)
     return images.clamp_(0.0, 1.0)
 
 
@@ -181,20 +198,20 @@ def _hue_rotations(angles: torch.Tensor) -> torch.Tensor:
 
 def _grayscale(images: torch.Tensor, generator: torch.Generator, p: float) -> torch.Tensor:
     chosen = torch.rand(images.shape[0], generator=generator) < p
-    if chosen.any():
-        grey = images[chosen].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
-        images = images.clone()
-        images[chosen] = grey
-    return images
+    if not chosen.any():  # asked of the CPU draws: no device round trip
+        return images
+    grey = images.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    return torch.where(chosen.to(images.device).view(-1, 1, 1, 1), grey, images)
 
 
 def _blur(images: torch.Tensor, generator: torch.Generator, p: float) -> torch.Tensor:
     chosen = torch.rand(images.shape[0], generator=generator) < p
     if not chosen.any():
         return images
+    chosen = chosen.to(images.device)
     sigma = 0.5 + float(torch.rand(1, generator=generator))
     radius = max(1, math.ceil(2 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     picked = images[chosen]

@@ -108,6 +108,10 @@ def encoder_features(network: torch.nn.Module, x: torch.Tensor) -> list[torch.Te
 
 def style(model: TrainedModel, image: np.ndarray) -> np.ndarray:
     """The style vector of one RGB uint8 image: mean and std of the 3 deepest feature maps."""
+    return _style_on_device(model, image).cpu().numpy().astype(np.float64)
+
+
+def _style_on_device(model: TrainedModel, image: np.ndarray) -> torch.Tensor:
     multiple = model.spec.input_multiple
     height, width = image.shape[:2]
     padded = pad_to(image, -(-height // multiple) * multiple, -(-width // multiple) * multiple)
@@ -121,7 +125,7 @@ def style(model: TrainedModel, image: np.ndarray) -> np.ndarray:
     parts = [f.float().mean((2, 3))[0] for f in deepest] + [
         f.float().std((2, 3), correction=0)[0] for f in deepest
     ]
-    return torch.cat(parts).cpu().numpy().astype(np.float64)
+    return torch.cat(parts)
 
 
 def zoom(image: np.ndarray, factor: float) -> np.ndarray:
@@ -152,9 +156,10 @@ def fit_size_model(
             if (n + k) % 2:
                 jittered = colour_jitter(image_to_tensor(image)[None].float() / 255, generator)
                 image = (jittered[0].permute(1, 2, 0) * 255).round().byte().numpy()
-            rows.append(style(model, image))
+            # Left on the device until all are queued: one wait instead of one per image.
+            rows.append(_style_on_device(model, image))
             targets.append(-log_zoom)
-    x, y = np.asarray(rows), np.asarray(targets)
+    x, y = torch.stack(rows).cpu().numpy().astype(np.float64), np.asarray(targets)
     mean, std = x.mean(0), x.std(0) + 1e-6
     a = np.c_[(x - mean) / std, np.ones(len(x))]
     weights = np.linalg.solve(a.T @ a + _RIDGE * np.eye(a.shape[1]), a.T @ y)
