@@ -168,10 +168,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     segment.add_argument("--measure", type=Path, help="also measure the cells into this CSV")
     segment.add_argument("--pixel-size", type=float, help="micrometres per pixel, for areas in µm²")
-    tiles = TileSettings()
-    segment.add_argument("--tile-size", type=int, default=tiles.size)
-    segment.add_argument("--overlap", type=int, default=tiles.overlap)
-    segment.add_argument("--tile-batch", type=int, default=tiles.batch)
+    cpu, gpu = TileSettings(), TileSettings.for_device("cuda")
+    segment.add_argument(
+        "--tile-size", type=int, help=f"default {cpu.size} on a CPU, {gpu.size} on a GPU"
+    )
+    segment.add_argument("--overlap", type=int, default=cpu.overlap)
+    segment.add_argument(
+        "--tile-batch", type=int, help=f"default {cpu.batch} on a CPU, {gpu.batch} on a GPU"
+    )
     segment.add_argument("--device", default="auto")
     segment.add_argument(
         "--resume",
@@ -388,8 +392,14 @@ def _train_run(
                 ranks = f" x {group.world_size} processes" if group is not None else ""
                 print(
                     f"Training on {event.device}{ranks} ({event.precision}): {event.n_train} "
-                    f"train / {event.n_dev} dev images, {event.epochs} epochs."
+                    f"train / {event.n_dev} dev images, {event.epochs} epochs, batch "
+                    f"{event.batch_size}, learning rate {event.lr:.3g}."
                 )
+                if event.chosen:
+                    print(
+                        f"Chosen for this device: {event.chosen} (set --epochs, --batch-size "
+                        "or --lr to choose yourself)."
+                    )
                 bar = tqdm(
                     total=event.epochs * event.batches_per_epoch,
                     unit="batch",
@@ -518,7 +528,14 @@ def _segment(args: argparse.Namespace) -> int:
     from napari_bloodcells.core.events import BlockWritten, FileSegmented, Notice, ScaleChosen
     from napari_bloodcells.core.jobs import segment_files
 
-    tiles = TileSettings(args.tile_size, args.overlap, args.tile_batch)
+    # Dask workers choose their own device; their tiles are the CPU's unless one is named.
+    device = resolve_device(args.device) if args.workers is None and not args.scheduler else None
+    defaults = TileSettings.for_device(device or (args.device if args.device != "auto" else None))
+    tiles = TileSettings(
+        defaults.size if args.tile_size is None else args.tile_size,
+        args.overlap,
+        defaults.batch if args.tile_batch is None else args.tile_batch,
+    )
     check_bounds(tiles)
     if args.block < 256:
         raise ConfigError(f"--block must be at least 256 pixels (got {args.block}).")
@@ -535,7 +552,7 @@ def _segment(args: argparse.Namespace) -> int:
                 args.out,
                 scale=args.scale,
                 tiles=tiles,
-                device=args.device if client is not None else resolve_device(args.device),
+                device=device or args.device,
                 should_stop=stop,
                 measure_to=args.measure,
                 pixel_size=_pixel_size(args.pixel_size),

@@ -168,7 +168,14 @@ class TrainOptions(Container):
             A value out of range, in a plain sentence.
         """
         notebook = self.arch.value == NOTEBOOK_UNET
-        config = preset(self.preset.value).with_changes(
+        chosen = preset(self.preset.value)
+        # Values left as the preset has them are the device's to adjust; changed ones are not.
+        shown = (self.arch.value, self.encoder.value, self.epochs.value, self.lr.value)
+        untouched = shown == (chosen.arch, chosen.encoder, chosen.epochs, chosen.lr) and (
+            self.batch_size.value == chosen.batch_size
+        )
+        config = chosen.with_changes(
+            device_tuning=chosen.device_tuning and untouched,
             arch=self.arch.value,
             encoder="" if notebook else self.encoder.value,
             encoder_weights="none" if notebook else self.encoder_weights.value,

@@ -60,6 +60,7 @@ from napari_bloodcells.core.blockwise import segment_blocks
 from napari_bloodcells.core.bounds import range_of
 from napari_bloodcells.core.checkpoint import SUFFIX, describe_file
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.device import resolve_device
 from napari_bloodcells.core.download import cache_dir
 from napari_bloodcells.core.events import (
     BlockWritten,
@@ -161,6 +162,8 @@ class SegmentWidget(JobWidget):
             "than in the training images, above 1 when smaller.",
         )
         tile_size = range_of(TileSettings, "size")
+        # Models load onto the "auto" device: tiles and batches sized for it.
+        self._tiles = TileSettings.for_device(resolve_device("auto"))
         self.estimate_button = PushButton(
             text="Estimate",
             tooltip="Estimate the scale at which the cells of the image match the size of the "
@@ -168,7 +171,7 @@ class SegmentWidget(JobWidget):
         )
         self.tile_size = SpinBox(
             label="Tile size",
-            value=TileSettings().size,
+            value=self._tiles.size,
             min=int(tile_size.minimum),
             max=int(tile_size.maximum),
             step=32,
@@ -258,7 +261,7 @@ class SegmentWidget(JobWidget):
         try:
             model = self._model()  # before copying the pixels: cheaper to fail
             layer = self.image_layer.value
-            tiles = TileSettings().for_size(int(self.tile_size.value))
+            tiles = self._tiles.for_size(int(self.tile_size.value))
             large = lazy_image(layer)
             if large is not None:
                 self._segment_large(load_model(model), layer, large, tiles)

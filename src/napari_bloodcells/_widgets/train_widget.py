@@ -431,6 +431,11 @@ class TrainWidget(JobWidget):
                 f"On {event.device} ({event.precision}): {event.n_train} training, "
                 f"{event.n_dev} dev images."
             )
+            if event.chosen:  # the preset was adjusted to this machine: say how
+                show_info(
+                    f"Chosen for this device: {event.chosen}. Change the epochs, learning "
+                    "rate or batch size to choose yourself."
+                )
         elif isinstance(event, DataReady):
             self.plot.reset(event.classes)
             self.preview.set_classes(event.classes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from napari_bloodcells.core.augment import Augmentation
 from napari_bloodcells.core.bounds import OneOf, Range, check_bounds
@@ -13,6 +13,9 @@ from napari_bloodcells.core.device import PRECISIONS
 from napari_bloodcells.core.models import NOTEBOOK_UNET, ModelSpec, canonical_arch
 from napari_bloodcells.core.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from napari_bloodcells.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,13 @@ class TrainConfig:
     data_digest : str
         Fingerprint of the training pairs: two models with the same digest,
         dev fraction and split seed were scored on the same dev images.
+    decoder_channels : tuple of int
+        Widths of the decoder's stages; empty for the architecture's own.
+    device_tuning : bool
+        Let the hardware adjust the preset (:meth:`for_device`): on a GPU a
+        larger batch, on a CPU without fast bf16 fewer epochs and a lighter
+        decoder. Setting the epochs, batch size or learning rate yourself
+        turns it off.
     """
 
     arch: str = "Unet"
@@ -121,6 +131,8 @@ class TrainConfig:
     ] = 0.75
     data_source: str = ""
     data_digest: str = ""
+    decoder_channels: tuple[int, ...] = ()
+    device_tuning: bool = True
 
     def augmentation(self) -> Augmentation:
         """The strengths of the optional augmentation parts."""
@@ -130,7 +142,12 @@ class TrainConfig:
 
     def spec(self, num_classes: int) -> ModelSpec:
         """The network this configuration builds."""
-        return ModelSpec(canonical_arch(self.arch), self.encoder, num_classes)
+        return ModelSpec(
+            canonical_arch(self.arch),
+            self.encoder,
+            num_classes,
+            decoder_channels=self.decoder_channels,
+        )
 
     def preprocessing(self) -> Preprocessing:
         """Input geometry and normalisation this configuration trains with."""
@@ -139,8 +156,15 @@ class TrainConfig:
         return Preprocessing(self.mode, self.size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
     def with_changes(self, **changes: Any) -> TrainConfig:
-        """A copy with some fields replaced; ``None`` values are ignored."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with some fields replaced; ``None`` values are ignored.
+
+        Choosing any of :data:`TUNED_FIELDS` turns :attr:`device_tuning` off,
+        unless the changes set it too: what a user sets is not adjusted.
+        """
+        given = {k: v for k, v in changes.items() if v is not None}
+        if "device_tuning" not in given and TUNED_FIELDS & given.keys():
+            given["device_tuning"] = False
+        return replace(self, **given)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type representation for JSON reports and checkpoints."""
@@ -150,7 +174,49 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are ignored."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        known = {k: v for k, v in d.items() if k in names}
+        if "decoder_channels" in known:  # JSON has lists only
+            known["decoder_channels"] = tuple(known["decoder_channels"])
+        return cls(**known)
+
+    def for_device(self, device: torch.device, train_images: int) -> tuple[TrainConfig, str]:
+        """This configuration as ``device`` runs it, and a sentence saying what it chose.
+
+        Only a run with :attr:`device_tuning` on, training a new model on the
+        one-cycle schedule, changes:
+
+        - On a GPU the batch grows to :data:`GPU_BATCH` (at most the training
+          set) and the learning rate with the square root of the batch. A step
+          is bound by kernel launches there, so four times the batch costs
+          little more time per step and an epoch takes a quarter of the steps.
+        - On a CPU without fast bf16 arithmetic (AVX2 and older AVX-512), an
+          smp ``Unet`` gets the lighter decoder :data:`CPU_DECODER` and half
+          the epochs: the one-cycle schedule then anneals sooner, and the run
+          ends within the time of the reference notebook's loop.
+        """
+        from napari_bloodcells.core.device import fast_bf16
+
+        if not self.device_tuning or self.schedule != "onecycle":
+            return self, ""
+        if device.type == "cuda":
+            batch = max(self.batch_size, min(GPU_BATCH, train_images))
+            if batch == self.batch_size:
+                return self, ""
+            lr = self.lr * math.sqrt(batch / self.batch_size)
+            return replace(self, batch_size=batch, lr=lr), (
+                f"batch {batch} and learning rate {lr:.3g} for the GPU"
+            )
+        if device.type == "cpu" and not fast_bf16(device) and self._default_unet():
+            epochs = max(1, math.ceil(self.epochs / 2))
+            widths = "-".join(map(str, CPU_DECODER))
+            return replace(self, epochs=epochs, decoder_channels=CPU_DECODER), (
+                f"{epochs} epochs and a lighter decoder ({widths} channels), because this "
+                "CPU has no fast bf16 arithmetic"
+            )
+        return self, ""
+
+    def _default_unet(self) -> bool:
+        return canonical_arch(self.arch) == "Unet" and not self.decoder_channels
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that is out of range."""
@@ -161,6 +227,16 @@ class TrainConfig:
                 "The notebook U-Net has no pretrained encoder; set encoder weights to 'none'."
             )
 
+
+TUNED_FIELDS = frozenset({"arch", "encoder", "epochs", "batch_size", "lr", "decoder_channels"})
+"""The settings :meth:`TrainConfig.for_device` may adjust; a user who sets one decides."""
+
+GPU_BATCH = 32
+"""The batch a GPU trains with when :attr:`TrainConfig.device_tuning` is on."""
+
+CPU_DECODER = (128, 64, 32, 16, 8)
+"""Decoder widths of a Unet trained on a CPU without fast bf16: half of smp's, which
+cuts a training step on 2 AVX2 cores by about a third."""
 
 PRESETS: dict[str, TrainConfig] = {
     # The reference notebook's recipe: its U-Net, 128 px resize, batch 8, Adam 1e-4,
@@ -183,6 +259,7 @@ PRESETS: dict[str, TrainConfig] = {
         size=128,
         normalize="unit",
         precision="auto",
+        device_tuning=False,
     ),
     # Measured in benchmarks/accuracy.py: see docs/benchmarks.md. The augmentation parts
     # kept are those that made a Dataset-1 model more robust to another stain without

@@ -34,6 +34,10 @@ class TrainingStarted:
     n_dev: int
     epochs: int
     batches_per_epoch: int
+    batch_size: int = 0
+    lr: float = 0.0
+    chosen: str = ""
+    """What the device decided, e.g. "batch 32 and learning rate 0.004 for the GPU"."""
 
 
 @dataclass(frozen=True)

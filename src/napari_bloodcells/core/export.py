@@ -43,7 +43,7 @@ from napari_bloodcells.core.checkpoint import (
     model_record,
 )
 from napari_bloodcells.core.events import JobStep, run_to_end
-from napari_bloodcells.core.models import NOTEBOOK_UNET
+from napari_bloodcells.core.models import NOTEBOOK_UNET, smp_kwargs
 from napari_bloodcells.core.package import CONFIG_KEY
 from napari_bloodcells.errors import ConfigError
 
@@ -237,12 +237,7 @@ def _architecture(model: TrainedModel) -> tuple[str, str, dict[str, Any]]:
     return (
         "segmentation_models_pytorch",
         model.spec.arch,
-        {
-            "encoder_name": model.spec.encoder,
-            "encoder_weights": None,
-            "in_channels": model.spec.in_channels,
-            "classes": model.spec.num_classes,
-        },
+        {**smp_kwargs(model.spec), "encoder_weights": None},
     )
 
 

@@ -211,12 +211,16 @@ class ModelSpec:
         Output classes.
     in_channels : int
         Input channels.
+    decoder_channels : tuple of int
+        Widths of the decoder's stages, deep to shallow; empty for the
+        architecture's own (smp's Unet: 256, 128, 64, 32, 16).
     """
 
     arch: str = "Unet"
     encoder: str = "resnet18"
     num_classes: int = 3
     in_channels: int = 3
+    decoder_channels: tuple[int, ...] = ()
 
     @property
     def input_multiple(self) -> int:
@@ -230,7 +234,10 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         """Inverse of :meth:`to_dict`."""
-        return cls(**{k: d[k] for k in ("arch", "encoder", "num_classes", "in_channels")})
+        return cls(
+            **{k: d[k] for k in ("arch", "encoder", "num_classes", "in_channels")},
+            decoder_channels=tuple(d.get("decoder_channels", ())),
+        )
 
 
 def canonical_arch(name: str) -> str:
@@ -292,16 +299,24 @@ def build_model(spec: ModelSpec, encoder_weights: str | Path | None = None) -> n
             "encoders, e.g. resnet18, resnet34, vgg16, efficientnet-b0, mobilenet_v2."
         )
     cls = _smp_architectures()[arch]
-    kwargs = {
-        "encoder_name": spec.encoder,
-        "in_channels": spec.in_channels,
-        "classes": spec.num_classes,
-    }
+    kwargs = smp_kwargs(spec)
     imagenet = encoder_weights == "imagenet"
     model = _construct(cls, arch, spec.encoder, imagenet, kwargs)
     if encoder_weights is not None and not imagenet:
         load_encoder_weights(model, Path(encoder_weights))
     return model
+
+
+def smp_kwargs(spec: ModelSpec) -> dict[str, object]:
+    """The keyword arguments of the smp class that ``spec`` names (without the weights)."""
+    kwargs: dict[str, object] = {
+        "encoder_name": spec.encoder,
+        "in_channels": spec.in_channels,
+        "classes": spec.num_classes,
+    }
+    if spec.decoder_channels:
+        kwargs["decoder_channels"] = list(spec.decoder_channels)
+    return kwargs
 
 
 def _construct(

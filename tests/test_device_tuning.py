@@ -1,0 +1,107 @@
+"""The preset adjusted to the hardware: what each device gets, and what a user's choice keeps."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from napari_bloodcells.core import device as device_module
+from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
+from napari_bloodcells.core.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.config import CPU_DECODER, GPU_BATCH, preset
+from napari_bloodcells.core.events import TrainingStarted, run_to_end
+from napari_bloodcells.core.export import _architecture
+from napari_bloodcells.core.infer import TileSettings, segment_image
+from napari_bloodcells.core.models import build_model
+from napari_bloodcells.core.train import train
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.fixture
+def no_fast_bf16(monkeypatch):
+    monkeypatch.setattr(device_module, "fast_bf16", lambda device: False)
+
+
+def test_a_gpu_trains_larger_batches_at_a_scaled_learning_rate():
+    default = preset("default")
+    config, said = default.for_device(CUDA, 240)
+    assert config.batch_size == GPU_BATCH
+    assert config.lr == pytest.approx(default.lr * (GPU_BATCH / default.batch_size) ** 0.5)
+    assert (config.epochs, config.decoder_channels) == (default.epochs, ())
+    assert f"batch {GPU_BATCH}" in said
+
+
+def test_the_gpu_batch_never_exceeds_the_training_set():
+    config, _ = preset("default").for_device(CUDA, 12)
+    assert config.batch_size == 12
+
+
+def test_a_cpu_without_fast_bf16_gets_half_the_epochs_and_a_lighter_decoder(no_fast_bf16):
+    default = preset("default")
+    config, said = default.for_device(CPU, 240)
+    assert config.epochs == default.epochs // 2
+    assert config.decoder_channels == CPU_DECODER
+    assert config.batch_size == default.batch_size
+    assert "lighter decoder" in said and f"{config.epochs} epochs" in said
+
+
+def test_a_cpu_with_fast_bf16_trains_the_preset_as_it_is(monkeypatch):
+    monkeypatch.setattr(device_module, "fast_bf16", lambda device: True)
+    assert preset("default").for_device(CPU, 240) == (preset("default"), "")
+
+
+@pytest.mark.parametrize(
+    "change", [{"epochs": 3}, {"batch_size": 4}, {"lr": 1e-3}, {"arch": "FPN"}, {"encoder": "vgg11"}]
+)
+def test_a_setting_the_user_chose_is_not_adjusted(change, no_fast_bf16):
+    config = preset("default").with_changes(**change)
+    assert not config.device_tuning
+    assert config.for_device(CPU, 240) == (config, "")
+    assert config.for_device(CUDA, 240) == (config, "")
+
+
+def test_the_notebook_recipe_and_fine_tuning_are_not_adjusted(no_fast_bf16):
+    seed = preset("seed")
+    assert seed.for_device(CUDA, 240) == (seed, "")
+    finetune = preset("default").with_changes(schedule="finetune")
+    assert finetune.for_device(CUDA, 240)[1] == ""
+    assert finetune.for_device(CPU, 240)[1] == ""
+
+
+def test_training_says_what_it_chose_and_the_model_records_it(few_cells, no_fast_bf16):
+    # dataclasses.replace, not with_changes: a small run that keeps the device's say.
+    config = dataclasses.replace(preset("default"), epochs=2, num_preview=0, size=64)
+    events = list(train(config, few_cells))
+    started = next(e for e in events if isinstance(e, TrainingStarted))
+    assert started.epochs == 1
+    assert "lighter decoder" in started.chosen
+    model = events[-1].result.model
+    assert model.spec.decoder_channels == CPU_DECODER
+    assert model.config["decoder_channels"] == CPU_DECODER
+    assert len(events[-1].result.history) == 1
+
+
+def test_a_lighter_decoder_survives_a_checkpoint_and_an_export_record(tmp_path):
+    config = preset("default").with_changes(decoder_channels=CPU_DECODER)
+    spec = config.spec(3)
+    network = build_model(spec)
+    widths = [m.out_channels for m in network.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths[-1] == CPU_DECODER[-1]
+    model = TrainedModel(network, spec, BLOODCELL_CLASSES, config.preprocessing())
+    path = save_checkpoint(model, tmp_path / "light.pt")
+    loaded = load_checkpoint(path)
+    assert loaded.spec.decoder_channels == CPU_DECODER
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    assert np.array_equal(segment_image(model, image)[0], segment_image(loaded, image)[0])
+    assert _architecture(model)[2]["decoder_channels"] == list(CPU_DECODER)
+
+
+def test_tiles_are_sized_for_the_device():
+    assert TileSettings.for_device("cpu") == TileSettings()
+    gpu = TileSettings.for_device(CUDA)
+    assert gpu.size > TileSettings().size and gpu.batch > TileSettings().batch
+    gpu.check(32)
