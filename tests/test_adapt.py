@@ -15,7 +15,7 @@ from napari_bloodcells.core.config import preset
 from napari_bloodcells.core.dataset import SegmentationData
 from napari_bloodcells.core.events import Notice, ScheduleChosen, run_to_end
 from napari_bloodcells.core.jobs import load_replay, training_job
-from napari_bloodcells.core.scale import estimate_scale, fit_size_model, zoom
+from napari_bloodcells.core.scale import estimate_scale, fit_size_model, style, styles, zoom
 from napari_bloodcells.core.train import _Objective, train
 from napari_bloodcells.errors import DataError
 
@@ -132,6 +132,17 @@ def test_the_size_model_estimates_how_much_an_image_was_enlarged(base_model, few
     base_model.size_model = fit_size_model(base_model, few_cells, torch.Generator())
     estimates = [estimate_scale(base_model, zoom(im, 2.0)).scale for im in few_cells.images[:4]]
     assert 0.3 < float(np.median(estimates)) < 0.8
+
+
+def test_styles_of_many_images_at_once_equal_each_image_alone(base_model, few_cells):
+    # Sizes that pad to the same shape share a pass; others get their own.
+    images = [
+        zoom(im, f) for im, f in zip(few_cells.images[:6], (1, 1, 0.5, 1.3, 1, 0.5), strict=True)
+    ]
+    together = styles(base_model, images)
+    alone = np.stack([style(base_model, im) for im in images])
+    assert together.shape == alone.shape
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
 
 
 def test_no_cell_found_falls_back_to_1_with_one_sentence(base_model, few_cells):

@@ -12,7 +12,7 @@ from napari_bloodcells.core import device as device_module
 from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.config import CPU_DECODER, GPU_BATCH, preset
-from napari_bloodcells.core.events import TrainingStarted, run_to_end
+from napari_bloodcells.core.events import TrainingStarted
 from napari_bloodcells.core.export import _architecture
 from napari_bloodcells.core.infer import TileSettings, segment_image
 from napari_bloodcells.core.models import build_model
@@ -54,9 +54,10 @@ def test_a_cpu_with_fast_bf16_trains_the_preset_as_it_is(monkeypatch):
     assert preset("default").for_device(CPU, 240) == (preset("default"), "")
 
 
-@pytest.mark.parametrize(
-    "change", [{"epochs": 3}, {"batch_size": 4}, {"lr": 1e-3}, {"arch": "FPN"}, {"encoder": "vgg11"}]
-)
+CHOICES = [{"epochs": 3}, {"batch_size": 4}, {"lr": 1e-3}, {"arch": "FPN"}, {"encoder": "vgg11"}]
+
+
+@pytest.mark.parametrize("change", CHOICES)
 def test_a_setting_the_user_chose_is_not_adjusted(change, no_fast_bf16):
     config = preset("default").with_changes(**change)
     assert not config.device_tuning

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from napari_bloodcells.errors import ConfigError
@@ -44,9 +46,16 @@ def fast_bf16(device: torch.device) -> bool:
     On CPUs it needs AVX512-BF16 or AMX; elsewhere bf16 is emulated and slower
     than float32.
     """
-    if device.type == "cuda":
+    return _fast_bf16(device.type, device.index)
+
+
+@functools.cache
+def _fast_bf16(kind: str, index: int | None) -> bool:
+    # Asked once per device: CUDA's answer takes about 10 ms, and every inference
+    # call asks.
+    if kind == "cuda":
         return bool(torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
+    if kind == "cpu":
         return _cpu_has("_is_avx512_bf16_supported") or _cpu_has("_is_amx_tile_supported")
     return False
 

@@ -38,6 +38,8 @@ ZOOM_RANGE = (1 / 3, 3.0)
 _ZOOMS_PER_IMAGE = 3
 _MAX_FIT_IMAGES = 96
 _RIDGE = 10.0
+_BATCH_PIXELS = 2**22
+"""Pixels per encoder pass when computing many styles: 4 MP, about 0.5 GB of features."""
 _CROP = 384
 """Side of the crops a large image is summarised by (crops keep the pixel size)."""
 _MAX_CROPS = 4
@@ -108,24 +110,45 @@ def encoder_features(network: torch.nn.Module, x: torch.Tensor) -> list[torch.Te
 
 def style(model: TrainedModel, image: np.ndarray) -> np.ndarray:
     """The style vector of one RGB uint8 image: mean and std of the 3 deepest feature maps."""
-    return _style_on_device(model, image).cpu().numpy().astype(np.float64)
+    vector: np.ndarray = styles(model, [image])[0]
+    return vector
 
 
-def _style_on_device(model: TrainedModel, image: np.ndarray) -> torch.Tensor:
+def styles(model: TrainedModel, images: list[np.ndarray]) -> np.ndarray:
+    """The style vectors of many images, ``(N, D) float64``.
+
+    Each image is mirror-padded to the network's input multiple on its own;
+    images that pad to the same shape go through the encoder together (the
+    encoder runs in eval mode, so a batch changes no image's vector), at most
+    :data:`_BATCH_PIXELS` pixels at once.
+    """
     multiple = model.spec.input_multiple
-    height, width = image.shape[:2]
-    padded = pad_to(image, -(-height // multiple) * multiple, -(-width // multiple) * multiple)
     network = model.network
     device = next(network.parameters()).device
-    x = model.preprocessing.normalize(image_to_tensor(padded)[None].to(device))
     network.eval()
-    with torch.inference_mode():
-        deepest = encoder_features(network, x)[-3:]
-    # correction=0: a 1x1 map (a small image's deepest) has spread 0, not NaN.
-    parts = [f.float().mean((2, 3))[0] for f in deepest] + [
-        f.float().std((2, 3), correction=0)[0] for f in deepest
+    padded = [
+        pad_to(im, -(-im.shape[0] // multiple) * multiple, -(-im.shape[1] // multiple) * multiple)
+        for im in images
     ]
-    return torch.cat(parts)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(padded):
+        groups.setdefault((im.shape[0], im.shape[1]), []).append(i)
+    vectors: dict[int, torch.Tensor] = {}
+    for (height, width), members in groups.items():
+        step = max(1, _BATCH_PIXELS // (height * width))
+        for start in range(0, len(members), step):
+            chunk = members[start : start + step]
+            batch = torch.stack([image_to_tensor(padded[i]) for i in chunk]).to(device)
+            x = model.preprocessing.normalize(batch)
+            with torch.inference_mode():
+                deepest = encoder_features(network, x)[-3:]
+            # correction=0: a 1x1 map (a small image's deepest) has spread 0, not NaN.
+            parts = [f.float().mean((2, 3)) for f in deepest] + [
+                f.float().std((2, 3), correction=0) for f in deepest
+            ]
+            for i, vector in zip(chunk, torch.cat(parts, dim=1), strict=True):
+                vectors[i] = vector  # left on the device: one wait for all, at the end
+    return torch.stack([vectors[i] for i in range(len(images))]).cpu().numpy().astype(np.float64)
 
 
 def zoom(image: np.ndarray, factor: float) -> np.ndarray:
@@ -148,7 +171,8 @@ def fit_size_model(
     count = min(len(data), _MAX_FIT_IMAGES)
     chosen = torch.randperm(len(data), generator=generator)[:count].tolist()
     low, high = math.log(ZOOM_RANGE[0]), math.log(ZOOM_RANGE[1])
-    rows, targets = [], []
+    zoomed: list[np.ndarray] = []
+    targets: list[float] = []
     for n, i in enumerate(chosen):
         for k in range(_ZOOMS_PER_IMAGE):
             log_zoom = low + (high - low) * float(torch.rand(1, generator=generator))
@@ -156,10 +180,9 @@ def fit_size_model(
             if (n + k) % 2:
                 jittered = colour_jitter(image_to_tensor(image)[None].float() / 255, generator)
                 image = (jittered[0].permute(1, 2, 0) * 255).round().byte().numpy()
-            # Left on the device until all are queued: one wait instead of one per image.
-            rows.append(_style_on_device(model, image))
+            zoomed.append(image)
             targets.append(-log_zoom)
-    x, y = torch.stack(rows).cpu().numpy().astype(np.float64), np.asarray(targets)
+    x, y = styles(model, zoomed), np.asarray(targets)
     mean, std = x.mean(0), x.std(0) + 1e-6
     a = np.c_[(x - mean) / std, np.ones(len(x))]
     weights = np.linalg.solve(a.T @ a + _RIDGE * np.eye(a.shape[1]), a.T @ y)
@@ -207,7 +230,7 @@ def estimate_scale(
             "estimation, or resizes every image); set the scale by hand, using 1.0 for now.",
         )
     crops = _crops(image)
-    logs = [math.log(model.size_model.predict(style(model, crop))) for crop in crops]
+    logs = [math.log(model.size_model.predict(vector)) for vector in styles(model, crops)]
     estimate = math.exp(float(np.median(logs)))
     if not math.isfinite(estimate):
         return ScaleEstimate(
