@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from napari_bloodcells.core.adapt import plan_finetune, selection_score
 from napari_bloodcells.core.augment import augment_batch
 from napari_bloodcells.core.batches import PatchSampler, TensorSet, to_tensor_set
+from napari_bloodcells.core.calibrate import add_to_head, fit_class_offsets
 from napari_bloodcells.core.checkpoint import TrainedModel, save_checkpoint
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES, IGNORE_INDEX, ClassInfo
 from napari_bloodcells.core.dataset import SegmentationData, split_indices
@@ -539,14 +540,22 @@ def train(
             f"{reason.removesuffix('.')}; no round beat the starting model"
             f"{' without forgetting' if start_reference is not None else ''}, so it is kept."
         )
-    elif best_epoch and not stopped and model.preprocessing.mode == "native":
+    offsets: tuple[float, ...] = ()
+    if not kept_start and best_epoch and not stopped and model.preprocessing.mode == "native":
         model.size_model = fit_size_model(model, train_data, generator)
+        if plan is None:  # a fine-tune keeps the calibration it started from
+            # Fitted where the best epoch was chosen: held out from training, where a
+            # model's areas are biased the way they will be on new images.
+            fitted = fit_class_offsets(model, dev_data, generator)
+            offsets = fitted if add_to_head(network, fitted) else ()
+            network.to(memory_format=torch.contiguous_format)
     model.metrics = {
         "best_epoch": best_epoch,
         "best_dev_score": best_score,
         "history": history,
         "reason": reason,
         "world_size": group.world_size if group is not None else 1,
+        "class_offsets": list(offsets),
     }
     if checkpoint_path is not None and (best_epoch or kept_start) and (notice := save(model)):
         yield notice
