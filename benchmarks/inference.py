@@ -19,17 +19,19 @@ import sys
 import time
 
 
-def _case(size: int, tile_batch: int, precision: str) -> dict:
+def _case(size: int, tile_batch: int, precision: str, decoder: str = "full") -> dict:
     import numpy as np
     import torch
 
     from napari_bloodcells.core.checkpoint import TrainedModel
     from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-    from napari_bloodcells.core.config import preset
+    from napari_bloodcells.core.config import CPU_DECODER, preset
     from napari_bloodcells.core.infer import TileSettings, segment_image
     from napari_bloodcells.core.models import build_model
 
     config = preset("default")
+    if decoder == "light":  # what the preset trains on a CPU without fast bf16
+        config = config.with_changes(decoder_channels=CPU_DECODER)
     spec = config.spec(3)
     torch.manual_seed(0)
     model = TrainedModel(build_model(spec).eval(), spec, BLOODCELL_CLASSES, config.preprocessing())
@@ -48,6 +50,7 @@ def _case(size: int, tile_batch: int, precision: str) -> dict:
         "size": size,
         "tile_batch": tile_batch,
         "precision": precision,
+        "decoder": decoder,
         "seconds": seconds,
         "mp_per_s": size * size / 1e6 / seconds,
         "peak_mib": peak,
@@ -61,38 +64,47 @@ def main() -> None:
     parser.add_argument("--sizes", default="2048,4096")
     parser.add_argument("--tile-batches", default="1,4")
     parser.add_argument("--precisions", default="fp32,auto")
+    parser.add_argument("--decoders", default="full", help="full, light (the CPU-tuned Unet)")
     args = parser.parse_args()
     if args.case:
-        size, batch, precision = args.case.split(":")
-        print(json.dumps(_case(int(size), int(batch), precision)))
+        size, batch, precision, decoder = args.case.split(":")
+        print(json.dumps(_case(int(size), int(batch), precision, decoder)))
         return
     rows = []
-    for precision in args.precisions.split(","):
-        for batch in map(int, args.tile_batches.split(",")):
-            for size in map(int, args.sizes.split(",")):
-                out = (
-                    subprocess.run(
-                        [sys.executable, __file__, "--case", f"{size}:{batch}:{precision}"],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    )
-                    .stdout.strip()
-                    .splitlines()[-1]
-                )
-                rows.append(json.loads(out))
-                r = rows[-1]
-                print(
-                    f"{r['size']}x{r['size']} batch {batch} {precision}: "
-                    f"{r['mp_per_s']:.2f} MP/s, extra {r['extra_mib']:.0f} MiB",
-                    flush=True,
-                )
+    cases = [
+        (size, batch, precision, decoder)
+        for decoder in args.decoders.split(",")
+        for precision in args.precisions.split(",")
+        for batch in map(int, args.tile_batches.split(","))
+        for size in map(int, args.sizes.split(","))
+    ]
+    for size, batch, precision, decoder in cases:
+        case = f"{size}:{batch}:{precision}:{decoder}"
+        out = (
+            subprocess.run(
+                [sys.executable, __file__, "--case", case],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        rows.append(json.loads(out))
+        r = rows[-1]
+        print(
+            f"{r['size']}x{r['size']} batch {batch} {precision} {decoder} decoder: "
+            f"{r['mp_per_s']:.2f} MP/s, extra {r['extra_mib']:.0f} MiB",
+            flush=True,
+        )
     print()
-    print("| image | tile batch | precision | seconds | MP/s | peak RSS MiB | extra MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| image | decoder | tile batch | precision | seconds | MP/s | peak RSS MiB | extra MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['size']}x{r['size']} | {r['tile_batch']} | {r['precision']} | "
+            f"| {r['size']}x{r['size']} | {r['decoder']} | {r['tile_batch']} | {r['precision']} | "
             f"{r['seconds']:.1f} | {r['mp_per_s']:.2f} | {r['peak_mib']:.0f} | "
             f"{r['extra_mib']:.0f} |"
         )
