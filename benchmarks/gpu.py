@@ -162,8 +162,7 @@ def sweep(variants: list[tuple[int, float, int, int]]) -> list[dict]:
         )
         print(
             f"  batch {batch:>3} lr {lr:<7.4g} epochs {epochs:>3} seed {seed}: {seconds:6.2f} s, "
-            f"best epoch "
-            f"{result.best_epoch}, dev Dice {dice}, first at target: epoch {first}",
+            f"best epoch {result.best_epoch}, dev Dice {dice}, first at target: epoch {first}",
             flush=True,
         )
         rows.append({"batch": batch, "lr": lr, "epochs": epochs, "seconds": seconds, "dice": dice})
@@ -191,7 +190,7 @@ def inference(cases: list[tuple[int, int, int, int]]) -> list[dict]:
         image = images.setdefault(side, rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
         tiles = TileSettings(tile, overlap, batch)
         started = time.perf_counter()
-        run_to_end(segment(model, image[:2048, :2048], tiles=tiles))  # cuDNN picks, warm-up
+        run_to_end(segment(model, image[:2048, :2048], tiles=tiles))  # warm-up: kernels load
         first = time.perf_counter() - started
         times = []
         for _ in range(3):
