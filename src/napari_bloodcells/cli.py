@@ -528,9 +528,10 @@ def _segment(args: argparse.Namespace) -> int:
     from napari_bloodcells.core.events import BlockWritten, FileSegmented, Notice, ScaleChosen
     from napari_bloodcells.core.jobs import segment_files
 
+    local = args.workers is None and not args.scheduler
     # Dask workers choose their own device; their tiles are the CPU's unless one is named.
-    device = resolve_device(args.device) if args.workers is None and not args.scheduler else None
-    defaults = TileSettings.for_device(device or (args.device if args.device != "auto" else None))
+    device = resolve_device(args.device) if local else args.device
+    defaults = TileSettings.for_device(None if device == "auto" else device)
     tiles = TileSettings(
         defaults.size if args.tile_size is None else args.tile_size,
         args.overlap,
@@ -540,7 +541,7 @@ def _segment(args: argparse.Namespace) -> int:
     if args.block < 256:
         raise ConfigError(f"--block must be at least 256 pixels (got {args.block}).")
     client = None
-    if args.workers is not None or args.scheduler:
+    if not local:
         from napari_bloodcells.core.scale_out import connect
 
         client = connect(args.workers, args.scheduler)
@@ -552,7 +553,7 @@ def _segment(args: argparse.Namespace) -> int:
                 args.out,
                 scale=args.scale,
                 tiles=tiles,
-                device=device or args.device,
+                device=device,
                 should_stop=stop,
                 measure_to=args.measure,
                 pixel_size=_pixel_size(args.pixel_size),

@@ -65,22 +65,24 @@ def fit_class_offsets(
     target = torch.bincount(truth, minlength=k)[:k].double()
     if bool((target[1:] == 0).any()):
         return (0.0,) * k
-    # Each step moves every class's offset by the log of how much its area is off, the
-    # way a prior is re-estimated (Saerens et al., 2002), but on the arg-max areas.
     # A class's area grows with its own offset: bisect each in turn, a few rounds, since
     # moving one class's boundary moves its neighbours' areas too.
     offsets = torch.zeros(k, dtype=scores.dtype)
     for _ in range(_ROUNDS):
         for c in range(1, k):
-            low, high = -_LIMIT, _LIMIT
-            for _ in range(_BISECTIONS):
-                offsets[c] = (low + high) / 2
-                area = int((scores + offsets[:, None]).argmax(0).eq(c).sum())
-                low, high = (
-                    (float(offsets[c]), high) if area < target[c] else (low, float(offsets[c]))
-                )
-            offsets[c] = (low + high) / 2
+            offsets[c] = _matching_offset(scores, offsets, c, int(target[c]))
     return tuple(float(v) for v in offsets)
+
+
+def _matching_offset(scores: torch.Tensor, offsets: torch.Tensor, c: int, area: int) -> float:
+    """The offset of class ``c``, others fixed, at which ``c`` wins ``area`` pixels."""
+    low, high = -_LIMIT, _LIMIT
+    trial = offsets.clone()
+    for _ in range(_BISECTIONS):
+        trial[c] = (low + high) / 2
+        won = int((scores + trial[:, None]).argmax(0).eq(c).sum())
+        low, high = (float(trial[c]), high) if won < area else (low, float(trial[c]))
+    return (low + high) / 2
 
 
 def _crop(

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Annotated, Any
 
+from napari_bloodcells.core import device as devices
 from napari_bloodcells.core.augment import Augmentation
 from napari_bloodcells.core.bounds import OneOf, Range, check_bounds
 from napari_bloodcells.core.dataset import NOTEBOOK_SEED
@@ -194,8 +195,6 @@ class TrainConfig:
           the epochs: the one-cycle schedule then anneals sooner, and the run
           ends within the time of the reference notebook's loop.
         """
-        from napari_bloodcells.core.device import fast_bf16
-
         if not self.device_tuning or self.schedule != "onecycle":
             return self, ""
         if device.type == "cuda":
@@ -206,7 +205,7 @@ class TrainConfig:
             return replace(self, batch_size=batch, lr=lr), (
                 f"batch {batch} and learning rate {lr:.3g} for the GPU"
             )
-        if device.type == "cpu" and not fast_bf16(device) and self._default_unet():
+        if device.type == "cpu" and not devices.fast_bf16(device) and self._default_unet():
             epochs = max(1, math.ceil(self.epochs / 2))
             widths = "-".join(map(str, CPU_DECODER))
             return replace(self, epochs=epochs, decoder_channels=CPU_DECODER), (

@@ -412,7 +412,7 @@ def train(
         saved = True
         return None
 
-    last_save, unsaved = -math.inf, False
+    last_save, written_epoch = -math.inf, 0  # written_epoch: the model checkpoint_path holds
 
     def best_snapshot() -> TrainedModel:
         """A CPU copy of the best model so far, as a checkpoint records it."""
@@ -500,13 +500,15 @@ def train(
             remembered = reference_dice()
             score = selection_score(scores.mean_foreground_dice(), remembered, start_reference)
             improved = keep_if_best(score, epoch)
-            if improved and checkpoint_path is not None:
-                if time.perf_counter() - last_save >= _SAVE_EVERY_S:
-                    last_save, unsaved = time.perf_counter(), False
-                    if notice := save(best_snapshot()):
-                        yield notice
-                else:  # epochs of a fraction of a second: the end of the run saves it
-                    unsaved = True
+            # Epochs of a fraction of a second are not each written: the end of the run,
+            # a stop or a crash writes the best model.
+            due = time.perf_counter() - last_save >= _SAVE_EVERY_S
+            if improved and checkpoint_path is not None and due:
+                last_save = time.perf_counter()
+                notice = save(best_snapshot())
+                written_epoch = best_epoch if saved else written_epoch
+                if notice:
+                    yield notice
             event = EpochEnded(
                 epoch,
                 epochs,
@@ -524,9 +526,8 @@ def train(
             if stopped:
                 break
     except BaseException:
-        if unsaved:  # a crash keeps the best model, not just the last one written
-            network.load_state_dict(best_state)
-            with contextlib.suppress(Exception):
+        if checkpoint_path is not None and best_epoch != written_epoch:
+            with contextlib.suppress(Exception):  # a crash keeps the best model, not an older one
                 save(best_snapshot())
         raise
     finally:
@@ -548,7 +549,6 @@ def train(
             # model's areas are biased the way they will be on new images.
             fitted = fit_class_offsets(model, dev_data, generator)
             offsets = fitted if add_to_head(network, fitted) else ()
-            network.to(memory_format=torch.contiguous_format)
     model.metrics = {
         "best_epoch": best_epoch,
         "best_dev_score": best_score,
