@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -176,6 +178,55 @@ def test_workers_and_a_running_scheduler_give_the_single_process_labels(
             labels_of(tmp_path / run / "slide.zarr"),
         )
         assert (one == other).mean() >= 0.999
+
+
+def _plugin_that_kills_one_worker(flag):
+    """A dask worker plugin: the first worker to start a block task dies shortly after.
+
+    ``flag`` is a file; the worker that deletes it is the one that dies, so
+    exactly one worker dies, mid-task, whichever it is.
+    """
+    from distributed import WorkerPlugin
+
+    class KillOneWorker(WorkerPlugin):
+        def transition(self, key, start, finish, **kwargs):
+            if finish != "executing" or "block_task" not in str(key):
+                return
+            try:
+                os.unlink(flag)
+            except FileNotFoundError:
+                return
+            threading.Timer(0.2, os._exit, args=(1,)).start()
+
+    return KillOneWorker()
+
+
+def test_a_worker_dying_mid_run_has_its_blocks_retried_and_the_labels_complete(
+    tmp_path, model_file, slide
+):
+    from distributed import Client, LocalCluster
+
+    source = write_zarr(tmp_path / "slide.zarr", slide)
+    base = ["segment", str(model_file), str(source), "--block", str(BLOCK)]
+    assert cli.main([*base, "--out", str(tmp_path / "one")]) == 0
+    flag = tmp_path / "kill-one-worker"
+    flag.touch()
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.register_plugin(_plugin_that_kills_one_worker(str(flag)))
+        out = tmp_path / "two"
+        assert cli.main([*base, "--out", str(out), "--scheduler", cluster.scheduler_address]) == 0
+    assert not flag.exists()  # a worker did die
+    group = zarr.open_group(str(out / "slide.zarr"), mode="r")
+    assert bool(np.all(group["blocks_done"][:]))
+    # As one process would have it, up to pixels whose classes tie (see above).
+    assert (
+        labels_of(out / "slide.zarr") == labels_of(tmp_path / "one" / "slide.zarr")
+    ).mean() >= 0.999
 
 
 def test_an_unreachable_scheduler_is_one_sentence(tmp_path, model_file, bloodcells, capsys):
