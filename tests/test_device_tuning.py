@@ -11,7 +11,7 @@ import torch
 from napari_bloodcells.core import device as device_module
 from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-from napari_bloodcells.core.config import CPU_DECODER, GPU_BATCH, preset
+from napari_bloodcells.core.config import CPU_EPOCHS, CPU_NETWORK, GPU_BATCH, preset
 from napari_bloodcells.core.events import TrainingStarted
 from napari_bloodcells.core.export import _architecture
 from napari_bloodcells.core.infer import TileSettings, segment_image
@@ -40,13 +40,19 @@ def test_the_gpu_batch_never_exceeds_the_training_set():
     assert config.batch_size == 12
 
 
-def test_a_cpu_without_fast_bf16_gets_half_the_epochs_and_a_lighter_decoder(no_fast_bf16):
+def test_a_cpu_without_fast_bf16_gets_the_lighter_network_for_its_epochs(no_fast_bf16):
     default = preset("default")
     config, said = default.for_device(CPU, 240)
-    assert config.epochs == default.epochs // 2
-    assert config.decoder_channels == CPU_DECODER
+    assert (config.encoder, config.decoder_channels) == CPU_NETWORK
+    assert config.epochs == CPU_EPOCHS
     assert config.batch_size == default.batch_size
-    assert "lighter decoder" in said and f"{config.epochs} epochs" in said
+    assert "lighter network" in said and f"{CPU_EPOCHS} epochs" in said
+
+
+def test_pretrained_encoder_weights_keep_the_network_they_belong_to(no_fast_bf16):
+    config = preset("default").with_changes(encoder_weights="imagenet")
+    assert config.device_tuning
+    assert config.for_device(CPU, 240) == (config, "")
 
 
 def test_a_cpu_with_fast_bf16_trains_the_preset_as_it_is(monkeypatch):
@@ -75,30 +81,32 @@ def test_the_notebook_recipe_and_fine_tuning_are_not_adjusted(no_fast_bf16):
 
 def test_training_says_what_it_chose_and_the_model_records_it(few_cells, no_fast_bf16):
     # dataclasses.replace, not with_changes: a small run that keeps the device's say.
-    config = dataclasses.replace(preset("default"), epochs=2, num_preview=0, size=64)
+    config = dataclasses.replace(preset("default"), epochs=3, num_preview=0, size=64)
     events = list(train(config, few_cells))
     started = next(e for e in events if isinstance(e, TrainingStarted))
-    assert started.epochs == 1
-    assert "lighter decoder" in started.chosen
+    assert started.epochs == round(3 * CPU_EPOCHS / preset("default").epochs)
+    assert "lighter network" in started.chosen
     model = events[-1].result.model
-    assert model.spec.decoder_channels == CPU_DECODER
-    assert model.config["decoder_channels"] == CPU_DECODER
-    assert len(events[-1].result.history) == 1
+    assert (model.spec.encoder, model.spec.decoder_channels) == CPU_NETWORK
+    assert (model.config["encoder"], model.config["decoder_channels"]) == CPU_NETWORK
+    assert len(events[-1].result.history) == started.epochs
 
 
-def test_a_lighter_decoder_survives_a_checkpoint_and_an_export_record(tmp_path):
-    config = preset("default").with_changes(decoder_channels=CPU_DECODER)
+def test_the_cpu_network_survives_a_checkpoint_and_an_export_record(tmp_path):
+    encoder, decoder = CPU_NETWORK
+    config = preset("default").with_changes(encoder=encoder, decoder_channels=decoder)
     spec = config.spec(3)
     network = build_model(spec)
     widths = [m.out_channels for m in network.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert widths[-1] == CPU_DECODER[-1]
+    assert widths[-1] == decoder[-1]
     model = TrainedModel(network, spec, BLOODCELL_CLASSES, config.preprocessing())
     path = save_checkpoint(model, tmp_path / "light.pt")
     loaded = load_checkpoint(path)
-    assert loaded.spec.decoder_channels == CPU_DECODER
+    assert (loaded.spec.encoder, loaded.spec.decoder_channels) == CPU_NETWORK
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     assert np.array_equal(segment_image(model, image)[0], segment_image(loaded, image)[0])
-    assert _architecture(model)[2]["decoder_channels"] == list(CPU_DECODER)
+    kwargs = _architecture(model)[2]
+    assert (kwargs["encoder_name"], kwargs["decoder_channels"]) == (encoder, list(decoder))
 
 
 def test_tiles_are_sized_for_the_device():

@@ -397,8 +397,8 @@ def _train_run(
                 )
                 if event.chosen:
                     print(
-                        f"Chosen for this device: {event.chosen} (set --epochs, --batch-size "
-                        "or --lr to choose yourself)."
+                        f"Chosen for this device: {event.chosen} (set --encoder, --epochs, "
+                        "--batch-size or --lr to choose yourself)."
                     )
                 bar = tqdm(
                     total=event.epochs * event.batches_per_epoch,

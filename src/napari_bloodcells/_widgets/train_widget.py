@@ -433,8 +433,8 @@ class TrainWidget(JobWidget):
             )
             if event.chosen:  # the preset was adjusted to this machine: say how
                 show_info(
-                    f"Chosen for this device: {event.chosen}. Change the epochs, learning "
-                    "rate or batch size to choose yourself."
+                    f"Chosen for this device: {event.chosen}. Change the encoder, epochs, "
+                    "learning rate or batch size to choose yourself."
                 )
         elif isinstance(event, DataReady):
             self.plot.reset(event.classes)
