@@ -103,6 +103,12 @@ def _safe_name(name: str) -> str:
 MODEL_CURRENT = "current session model"
 MODEL_FILE = "checkpoint file"
 _PROGRESS_STEPS = 1000
+LAYER_BLOCK = 1024
+"""Block side for a large layer: half the command line's. napari already holds about 1.1 GiB,
+and each thread that touches a block (the worker, dask's readers, zarr's) keeps its freed
+memory in its own malloc arena; with 2048 px blocks napari peaked at 1.50 GiB on a
+20000x20000 slide, with 1024 px blocks at 1.32 GiB (docs/benchmarks.md). The layer also
+refreshes twice as often."""
 
 
 class SegmentWidget(JobWidget):
@@ -302,7 +308,7 @@ class SegmentWidget(JobWidget):
         shown as a multiscale Labels layer that is refreshed after every block;
         only one block of pixels is in memory at a time.
         """
-        from napari_bloodcells.core.blockwise import DEFAULT_BLOCK, default_halo
+        from napari_bloodcells.core.blockwise import default_halo
         from napari_bloodcells.core.large_images import blocks, create_labels_store
 
         scale = float(self.scale.value)
@@ -310,7 +316,7 @@ class SegmentWidget(JobWidget):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = cache_dir() / "segmentations" / f"{_safe_name(layer.name)}-{stamp}.zarr"
         store = create_labels_store(
-            path, (height, width), DEFAULT_BLOCK, attributes={"image": layer.name}
+            path, (height, width), LAYER_BLOCK, attributes={"image": layer.name}
         )
         self._target = layer
         self._scale = scale
@@ -336,7 +342,7 @@ class SegmentWidget(JobWidget):
             model,
             data,
             store,
-            blocks(height, width, DEFAULT_BLOCK),
+            blocks(height, width, LAYER_BLOCK),
             halo=default_halo(tiles, scale),
             scale=scale,
             tiles=tiles,
