@@ -85,7 +85,8 @@ def main() -> None:
         f"segment {args.size}x{args.size} RGB zarr ({megapixels:.0f} MP, scale {args.scale}): "
         f"{seconds:.0f} s, "
         f"{megapixels / seconds:.2f} MP/s, peak resident memory "
-        f"{int(peak.group(1)) / 1024 / 1024:.2f} GB (main process"
+        f"{int(peak.group(1)) / 2**20:.2f} GiB = {int(peak.group(1)) * 1024 / 1e9:.2f} GB "
+        "(main process"
         f"{'; workers not counted' if args.workers else ''})"
     )
 

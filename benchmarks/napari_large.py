@@ -37,7 +37,8 @@ def pyramid(path: Path, levels: int = 5) -> list:
     return arrays
 
 
-def peak_gb() -> float:
+def peak_gib() -> float:
+    """Peak resident memory so far, in GiB (``ru_maxrss`` is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 
 
@@ -68,15 +69,15 @@ def main() -> None:
     widget.image_layer.value = layer
     widget.scale.value = args.scale
     settle(3000)
-    before = peak_gb()
+    before = peak_gib()
     started = time.perf_counter()
     wait_for(widget.run_finished, widget.segment, busy=lambda: widget.running, timeout_s=3600)
     seconds = time.perf_counter() - started
     settle(1000)
     print(
         f"napari, Segment widget, {args.size}x{args.size} RGB multiscale dask layer, scale "
-        f"{args.scale}: {seconds:.0f} s; peak resident memory {peak_gb():.2f} GB "
-        f"({before:.2f} GB before segmenting)"
+        f"{args.scale}: {seconds:.0f} s; peak resident memory {peak_gib():.2f} GiB = "
+        f"{peak_gib() * 2**30 / 1e9:.2f} GB ({before:.2f} GiB before segmenting)"
     )
     labels = widget.last_layer
     print(f"result: {labels.name!r}, multiscale {labels.multiscale}, {labels.data[0].shape}")
