@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -80,12 +80,11 @@ def _fold_checked(network: nn.Module, multiple: int) -> nn.Module:
     probe = (probe * 0.37).sin().reshape(1, channels, side, side)
     probe = probe.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        pairs = _conv_norm_pairs(network, probe)
+        pairs, expected = _conv_norm_pairs(network, probe)
         if not pairs:
             return network
         result = copy.deepcopy(network)
         _fold_pairs(result, pairs)
-        expected = network(probe)
         got = result(probe)
     scale = float(expected.abs().max()) or 1.0
     if got.shape != expected.shape or float((got - expected).abs().max()) > _TOLERANCE * scale:
@@ -94,18 +93,27 @@ def _fold_checked(network: nn.Module, multiple: int) -> nn.Module:
 
 
 def _foldable(module: nn.Module) -> bool:
-    return isinstance(module, nn.BatchNorm2d) and _replacement(module) is not None
+    """A batch norm with running statistics, plain or timm's ``BatchNormAct2d``."""
+    if not isinstance(module, nn.BatchNorm2d) or module.running_var is None:
+        return False
+    return type(module) is nn.BatchNorm2d or _is_norm_act(module)
 
 
-def _replacement(norm: nn.BatchNorm2d) -> nn.Module | None:
-    """What stands in for ``norm`` once folded: nothing, or the activation it applies."""
-    if type(norm) is nn.BatchNorm2d:
-        return nn.Identity()
-    # timm's BatchNormAct2d: norm, then dropout and activation, which stay.
+def _is_norm_act(norm: nn.BatchNorm2d) -> bool:
+    """timm's ``BatchNormAct2d``: the norm, then a dropout and an activation module."""
     drop, act = getattr(norm, "drop", None), getattr(norm, "act", None)
-    if type(norm).__name__ == "BatchNormAct2d" and isinstance(drop, nn.Module) and act is not None:
-        return nn.Sequential(drop, act)
-    return None
+    return (
+        type(norm).__name__ == "BatchNormAct2d"
+        and isinstance(drop, nn.Module)
+        and isinstance(act, nn.Module)
+    )
+
+
+def _replacement(norm: nn.BatchNorm2d) -> nn.Module:
+    """What stands in for a foldable ``norm``: nothing, or the dropout and activation it applies."""
+    if _is_norm_act(norm):
+        return nn.Sequential(cast("nn.Module", norm.drop), cast("nn.Module", norm.act))
+    return nn.Identity()
 
 
 def _input_channels(network: nn.Module) -> int | None:
@@ -115,8 +123,13 @@ def _input_channels(network: nn.Module) -> int | None:
     return None
 
 
-def _conv_norm_pairs(network: nn.Module, probe: torch.Tensor) -> list[tuple[str, str]]:
-    """Names of (convolution, norm) pairs where the norm's input is the convolution's output."""
+def _conv_norm_pairs(
+    network: nn.Module, probe: torch.Tensor
+) -> tuple[list[tuple[str, str]], torch.Tensor]:
+    """Names of (convolution, norm) pairs where the norm's input is the convolution's output.
+
+    Also returns the network's output for ``probe``, which the check compares with.
+    """
     names = {id(m): n for n, m in network.named_modules()}
     outputs: dict[int, str] = {}
     kept: list[torch.Tensor] = []  # alive until the pass ends, so no id is reused
@@ -141,12 +154,12 @@ def _conv_norm_pairs(network: nn.Module, probe: torch.Tensor) -> list[tuple[str,
     ]
     handles += [m.register_forward_pre_hook(on_norm) for m in network.modules() if _foldable(m)]
     try:
-        network(probe)
+        output: torch.Tensor = network(probe)
     finally:
         for handle in handles:
             handle.remove()
     # A module called more than once (shared) is left alone.
-    return [(c, n) for c, n in pairs if calls[c] == 1 and calls[n] == 1]
+    return [(c, n) for c, n in pairs if calls[c] == 1 and calls[n] == 1], output
 
 
 def _fold_pairs(target: nn.Module, pairs: list[tuple[str, str]]) -> None:
@@ -155,9 +168,8 @@ def _fold_pairs(target: nn.Module, pairs: list[tuple[str, str]]) -> None:
     for conv_name, norm_name in pairs:
         conv, norm = modules[conv_name], modules[norm_name]
         assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
+        assert norm.running_mean is not None and norm.running_var is not None  # _foldable
         replacement = _replacement(norm)
-        if replacement is None or norm.running_mean is None or norm.running_var is None:
-            continue
         factor = torch.rsqrt(norm.running_var + norm.eps)
         if norm.weight is not None:
             factor = factor * norm.weight
