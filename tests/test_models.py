@@ -6,6 +6,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
+from napari_bloodcells.core.config import CPU_NETWORK
 from napari_bloodcells.core.models import (
     NOTEBOOK_UNET,
     ModelSpec,
@@ -71,6 +72,13 @@ def test_every_smp_architecture_that_trains_here_is_offered():
     assert NOTEBOOK_UNET in offered
     assert offered - {NOTEBOOK_UNET} == smp_names - {"DPT", "PAN"}
     assert len(_offered_pairs()) > 50
+
+
+def test_the_encoder_a_cpu_trains_by_default_is_offered():
+    # A model continued from the CPU default shows its own encoder in the Train widget.
+    encoder, _ = CPU_NETWORK
+    assert encoder in encoders_for("Unet")
+    assert ("Unet", encoder) in _offered_pairs()
 
 
 @pytest.mark.parametrize(("arch", "encoder"), _offered_pairs())

@@ -28,10 +28,13 @@ OFFERED_ENCODERS: tuple[str, ...] = (
     "mobilenet_v2",
     "efficientnet-b0",
     "mit_b0",
+    "tu-regnetx_002",
 )
 """Encoders the widgets offer: small enough to train on a laptop, and each one
 trained for a step with every architecture it is offered with
-(``tests/test_models.py``). The CLI accepts any smp encoder name."""
+(``tests/test_models.py``). The last is the encoder of the network a CPU without
+fast bf16 trains (:data:`~napari_bloodcells.core.config.CPU_NETWORK`), so that a
+model continued from it shows its encoder. The CLI accepts any smp encoder name."""
 
 _UNOFFERED_ARCHITECTURES = {
     # Only timm ViT encoders ("tu-vit..."), none of which is offered.
