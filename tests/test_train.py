@@ -19,6 +19,7 @@ from napari_bloodcells.core.events import (
     TrainingStarted,
     run_to_end,
 )
+from napari_bloodcells.core.losses import Objective
 from napari_bloodcells.core.train import train
 from napari_bloodcells.errors import ConfigError, DataError
 
@@ -108,17 +109,15 @@ def test_native_mode_trains_on_large_images_by_cropping(tiny_config):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_model(few_cells, tiny_config, monkeypatch):
-    from napari_bloodcells.core import train as train_module
-
     calls = {"n": 0}
-    real = train_module._Objective.__call__
+    real = Objective.__call__
 
     def sometimes_nan(self, logits, masks):
         calls["n"] += 1
         loss = real(self, logits, masks)
         return loss * float("nan") if calls["n"] > 7 else loss
 
-    monkeypatch.setattr(train_module._Objective, "__call__", sometimes_nan)
+    monkeypatch.setattr(Objective, "__call__", sometimes_nan)
     result = run_to_end(train(tiny_config.with_changes(epochs=3), few_cells))
     assert result.stopped_early
     assert "nan" in result.reason.lower()

@@ -11,6 +11,7 @@ from napari_bloodcells.core.augment import Augmentation
 from napari_bloodcells.core.bounds import OneOf, Range, check_bounds
 from napari_bloodcells.core.dataset import NOTEBOOK_SEED
 from napari_bloodcells.core.device import PRECISIONS
+from napari_bloodcells.core.losses import LOSSES
 from napari_bloodcells.core.models import NOTEBOOK_UNET, ModelSpec, canonical_arch
 from napari_bloodcells.core.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from napari_bloodcells.errors import ConfigError
@@ -39,8 +40,9 @@ class TrainConfig:
         Peak learning rate and decoupled weight decay.
     optimizer : {"adam", "adamw"}
     schedule : {"constant", "onecycle"}
-    loss : {"ce", "ce+dice"}
-        Cross-entropy, optionally plus soft Dice.
+    loss : {"ce", "ce+dice", "ce+dice+area"}
+        Cross-entropy, optionally plus soft Dice, and a per-image class-area term
+        (:mod:`~napari_bloodcells.core.losses`).
     augment : bool
         Flips, 90-degree rotations and colour/stain jitter.
     stain_jitter, hue_jitter, grayscale, blur, zoom_jitter : float
@@ -101,7 +103,7 @@ class TrainConfig:
     schedule: Annotated[str, OneOf(("constant", "onecycle", "finetune"), "The schedule")] = (
         "onecycle"
     )
-    loss: Annotated[str, OneOf(("ce", "ce+dice"), "The loss")] = "ce+dice"
+    loss: Annotated[str, OneOf(LOSSES, "The loss")] = "ce+dice"
     augment: bool = True
     stain_jitter: Annotated[float, Range(0, 1, "The stain jitter")] = 0.0
     hue_jitter: Annotated[float, Range(0, 0.5, "The hue jitter")] = 0.0

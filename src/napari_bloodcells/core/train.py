@@ -17,16 +17,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 
 from napari_bloodcells.core.adapt import plan_finetune, selection_score
 from napari_bloodcells.core.augment import augment_batch
 from napari_bloodcells.core.batches import PatchSampler, TensorSet, to_tensor_set
 from napari_bloodcells.core.calibrate import add_to_head, fit_class_offsets
 from napari_bloodcells.core.checkpoint import TrainedModel, save_checkpoint
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES, IGNORE_INDEX, ClassInfo
+from napari_bloodcells.core.classes import BLOODCELL_CLASSES, ClassInfo
 from napari_bloodcells.core.dataset import SegmentationData, split_indices
 from napari_bloodcells.core.device import autocast_dtype, release_memory, resolve_device
 from napari_bloodcells.core.events import (
@@ -41,6 +39,7 @@ from napari_bloodcells.core.events import (
     TrainingStarted,
 )
 from napari_bloodcells.core.infer import _is_memory_error, segment_image
+from napari_bloodcells.core.losses import Objective
 from napari_bloodcells.core.metrics import ConfusionMatrix
 from napari_bloodcells.core.models import build_model
 from napari_bloodcells.core.scale import fit_size_model
@@ -56,23 +55,6 @@ _DEV_BATCH = 16
 _SAVE_EVERY_S = 10.0
 """Improvements are written at most this often while training; the end of a run,
 a stop and a crash write the best model whatever the interval."""
-
-
-class _Objective:
-    """Cross-entropy, optionally plus soft Dice, both ignoring padded pixels."""
-
-    def __init__(self, kind: str) -> None:
-        self.dice = (
-            smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX)
-            if kind == "ce+dice"
-            else None
-        )
-
-    def __call__(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
-        if self.dice is not None:
-            loss = loss + self.dice(logits, masks)
-        return loss
 
 
 def _device_name(device: torch.device) -> str:
@@ -123,7 +105,7 @@ class _DevSet:
     def evaluate(
         self,
         model: TrainedModel,
-        objective: _Objective,
+        objective: Objective,
         autocast: Callable[[], AbstractContextManager[object]],
         device: torch.device,
     ) -> tuple[float, ConfusionMatrix, tuple[PreviewRow, ...]]:
@@ -314,7 +296,7 @@ def train(
         return float(totals[0] / max(float(totals[1]), 1.0)), cm, preview
 
     reference = _DevSet(plan.reference, config, 0) if plan is not None and plan.reference else None
-    objective = _Objective(config.loss)
+    objective = Objective(config.loss)
     optimizer_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_cls(
         network.parameters(),
