@@ -11,7 +11,7 @@ import torch
 from napari_bloodcells.core import device as device_module
 from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-from napari_bloodcells.core.config import CPU_EPOCHS, CPU_NETWORK, GPU_BATCH, preset
+from napari_bloodcells.core.config import CPU_BATCH, CPU_EPOCHS, CPU_NETWORK, GPU_BATCH, preset
 from napari_bloodcells.core.events import TrainingStarted
 from napari_bloodcells.core.export import _architecture
 from napari_bloodcells.core.infer import TileSettings, segment_image
@@ -45,8 +45,18 @@ def test_a_cpu_without_fast_bf16_gets_the_lighter_network_for_its_epochs(no_fast
     config, said = default.for_device(CPU, 240)
     assert (config.encoder, config.decoder_channels) == CPU_NETWORK
     assert config.epochs == CPU_EPOCHS
-    assert config.batch_size == default.batch_size
+    assert config.batch_size == CPU_BATCH
+    assert config.lr == pytest.approx(default.lr * (CPU_BATCH / default.batch_size) ** 0.5)
     assert "lighter network" in said and f"{CPU_EPOCHS} epochs" in said
+    assert f"batch {CPU_BATCH}" in said
+
+
+def test_the_cpu_batch_never_exceeds_the_training_set(no_fast_bf16):
+    default = preset("default")
+    config, _ = default.for_device(CPU, 12)
+    assert config.batch_size == 12
+    assert config.lr == pytest.approx(default.lr * (12 / default.batch_size) ** 0.5)
+    assert default.for_device(CPU, 5)[0].batch_size == default.batch_size
 
 
 def test_pretrained_encoder_weights_keep_the_network_they_belong_to(no_fast_bf16):
