@@ -42,7 +42,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def whole_process(out: Path, runs: int = 3) -> dict:
+def whole_process(out: Path, runs: int = 3, extra: tuple[str, ...] = ()) -> dict:
     """Wall time of the CLI ``train`` as a user runs it, and the model's dev Dice.
 
     The first run on a fresh machine also reads the CUDA libraries from disk;
@@ -50,7 +50,7 @@ def whole_process(out: Path, runs: int = 3) -> dict:
     one more run under cProfile says where the time goes.
     """
     model = out / "default.pt"
-    command = [sys.executable, "-m", "napari_bloodcells", "train", "--out", str(model)]
+    command = [sys.executable, "-m", "napari_bloodcells", "train", "--out", str(model), *extra]
     times = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -122,8 +122,10 @@ def whole_process(out: Path, runs: int = 3) -> dict:
     }
 
 
-def phases() -> dict:
-    """One default run in this process, with the time of each part."""
+def phases(run_epochs: int | None = None) -> dict:
+    """One default run in this process, with the time of each part (``run_epochs``: fewer)."""
+    import dataclasses
+
     from napari_bloodcells.core.config import preset
     from napari_bloodcells.core.events import (
         DataReady,
@@ -136,7 +138,10 @@ def phases() -> dict:
     marks: dict[str, float] = {"imports done": time.perf_counter() - _STARTED}
     epochs: list[float] = []
     t0 = _STARTED
-    for event in training_job(preset("default"), None):
+    config = preset("default")
+    if run_epochs:  # replace, not with_changes: the device still tunes the rest
+        config = dataclasses.replace(config, epochs=run_epochs)
+    for event in training_job(config, None):
         now = time.perf_counter() - t0
         if isinstance(event, DataReady):
             marks["data loaded"] = now
@@ -272,8 +277,8 @@ def main() -> None:
     variants = [(32, 4e-3, 30, 0), (32, 4e-3, 30, 1), (32, 4e-3, 25, 0)]
     cases = [(8192, 512, 64, 32), (8192, 1024, 64, 16), (4096, 1024, 64, 16)]
     sections = {
-        "train": lambda: whole_process(args.out),
-        "phases": phases,
+        "train": lambda: whole_process(args.out, *((1, ("--epochs", "1")) if args.quick else ())),
+        "phases": lambda: phases(1 if args.quick else None),
         "sweep": lambda: sweep([(32, 4e-3, 1, 0)] if args.quick else variants),
         "inference": lambda: inference([(1024, 512, 64, 2)] if args.quick else cases),
         "fields": lambda: many_fields(args.out),
