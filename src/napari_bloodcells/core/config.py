@@ -203,10 +203,9 @@ class TrainConfig:
         if not self.device_tuning or self.schedule != "onecycle":
             return self, ""
         if device.type == "cuda":
-            batch = max(self.batch_size, min(GPU_BATCH, train_images))
+            batch, lr = self._larger_batch(GPU_BATCH, train_images)
             if batch == self.batch_size:
                 return self, ""
-            lr = self.lr * math.sqrt(batch / self.batch_size)
             return replace(self, batch_size=batch, lr=lr), (
                 f"batch {batch} and learning rate {lr:.3g} for the GPU"
             )
@@ -214,8 +213,7 @@ class TrainConfig:
             encoder, decoder = CPU_NETWORK
             widths = "-".join(map(str, decoder))
             epochs = max(1, round(self.epochs * CPU_EPOCHS / PRESETS["default"].epochs))
-            batch = max(self.batch_size, min(CPU_BATCH, train_images))
-            lr = self.lr * math.sqrt(batch / self.batch_size)
+            batch, lr = self._larger_batch(CPU_BATCH, train_images)
             tuned = replace(
                 self,
                 encoder=encoder,
@@ -230,6 +228,12 @@ class TrainConfig:
                 "because this CPU has no fast bf16 arithmetic"
             )
         return self, ""
+
+    def _larger_batch(self, target: int, train_images: int) -> tuple[int, float]:
+        """The batch grown towards ``target`` (at most the training set), and its learning
+        rate, scaled with the square root of the batch."""
+        batch = max(self.batch_size, min(target, train_images))
+        return batch, self.lr * math.sqrt(batch / self.batch_size)
 
     def _preset_network(self) -> bool:
         default = PRESETS["default"]
