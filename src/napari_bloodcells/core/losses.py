@@ -47,11 +47,9 @@ class Objective:
         if kind not in LOSSES:
             raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
         self.dice = (
-            smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX)
-            if kind.startswith("ce+dice")
-            else None
+            smp.losses.DiceLoss("multiclass", ignore_index=IGNORE_INDEX) if kind != "ce" else None
         )
-        self.area = kind.endswith("+area")
+        self.area = kind == "ce+dice+area"
 
     def __call__(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The loss of ``logits`` (N, K, H, W) against class ``masks`` (N, H, W, int64)."""
