@@ -81,8 +81,9 @@ def whole_process(out: Path, runs: int = 3, extra: tuple[str, ...] = ()) -> dict
         check=False,
     ).stdout.strip()
     print(nc_ratio)
+    figures = {"seconds": times, "evaluate": scores, "nc_ratio": nc_ratio}
     if not os.environ.get("GPU_BENCH_PROFILE"):
-        return {"seconds": times, "evaluate": scores, "nc_ratio": nc_ratio}
+        return figures
     profile = out / "train.prof"
     subprocess.run(
         [sys.executable, "-m", "cProfile", "-o", str(profile), *command[1:]],
@@ -113,13 +114,7 @@ def whole_process(out: Path, runs: int = 3, extra: tuple[str, ...] = ()) -> dict
     )
     cuda = time.perf_counter() - started
     print(f"  python + imports: {imports:.2f} s; python + torch + CUDA context: {cuda:.2f} s")
-    return {
-        "seconds": times,
-        "evaluate": scores,
-        "nc_ratio": nc_ratio,
-        "imports": imports,
-        "cuda_init": cuda,
-    }
+    return {**figures, "imports": imports, "cuda_init": cuda}
 
 
 def phases(run_epochs: int | None = None) -> dict:
