@@ -41,6 +41,18 @@ def _local_dataset() -> Path:
         pytest.exit(f"The tests need the blood-cell dataset: {exc}", returncode=2)
 
 
+def pytest_report_header(config) -> str:
+    """Which precision "auto" runs in, so that a run's log says what it tested."""
+    import torch
+
+    from napari_bloodcells.core.device import FAST_BF16_ENV, autocast_dtype
+
+    cpu = "bf16" if autocast_dtype("auto", torch.device("cpu")) else "fp32"
+    forced = os.environ.get(FAST_BF16_ENV)
+    how = f"{FAST_BF16_ENV}={forced}" if forced else "detected"
+    return f"napari-bloodcells: the CPU infers and trains in {cpu} under 'auto' ({how})"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """A local, verified copy of the upstream dataset files (see the module docstring)."""

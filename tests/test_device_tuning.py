@@ -17,6 +17,7 @@ from napari_bloodcells.core.export import _architecture
 from napari_bloodcells.core.infer import TileSettings, segment_image
 from napari_bloodcells.core.models import build_model
 from napari_bloodcells.core.train import train
+from napari_bloodcells.errors import ConfigError
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -68,6 +69,22 @@ def test_pretrained_encoder_weights_keep_the_network_they_belong_to(no_fast_bf16
 def test_a_cpu_with_fast_bf16_trains_the_preset_as_it_is(monkeypatch):
     monkeypatch.setattr(device_module, "fast_bf16", lambda device: True)
     assert preset("default").for_device(CPU, 240) == (preset("default"), "")
+
+
+@pytest.mark.parametrize(("value", "fast"), [("1", True), ("0", False)])
+def test_the_environment_decides_what_auto_does_on_this_cpu(monkeypatch, value, fast):
+    monkeypatch.setenv(device_module.FAST_BF16_ENV, value)
+    assert device_module.fast_bf16(CPU) is fast
+    assert device_module.autocast_dtype("auto", CPU) == (torch.bfloat16 if fast else None)
+    assert device_module.autocast_dtype("fp32", CPU) is None  # a pinned precision stays
+    tuned, said = preset("default").for_device(CPU, 240)
+    assert (tuned == preset("default")) is fast and bool(said) is not fast
+
+
+def test_a_wrong_bf16_override_is_one_sentence(monkeypatch):
+    monkeypatch.setenv(device_module.FAST_BF16_ENV, "yes")
+    with pytest.raises(ConfigError, match=r"^NAPARI_BLOODCELLS_FAST_BF16 is 'yes'; set it to 1"):
+        device_module.fast_bf16(CPU)
 
 
 CHOICES = [{"epochs": 3}, {"batch_size": 4}, {"lr": 1e-3}, {"arch": "FPN"}, {"encoder": "vgg11"}]

@@ -88,13 +88,20 @@ def test_a_package_segments_exactly_as_its_checkpoint(notebook_package, sample):
 
 
 def test_onnx_weights_under_onnx_runtime_give_the_plugin_labels(notebook_package, bloodcells):
+    """ONNX Runtime computes in fp32, so the plugin's side is pinned to fp32 too.
+
+    Under "auto" a CPU with fast bf16 infers in bf16, and an untrained network's
+    near-tied logits then flip 0.65 % of the pixels: a difference of precision,
+    not of the exported graph, which is what this compares.
+    """
     from napari_bloodcells.core.onnx_network import load_onnx_model
 
     model, path = notebook_package
     onnx_model = load_onnx_model(path)
     same = total = 0
     for image in bloodcells.images[:6]:
-        ours, theirs = segment_image(model, image)[0], segment_image(onnx_model, image)[0]
+        ours = segment_image(model, image, precision="fp32")[0]
+        theirs = segment_image(onnx_model, image, precision="fp32")[0]
         same += int((ours == theirs).sum())
         total += ours.size
     assert same / total >= 0.999

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -10,6 +11,15 @@ from napari_bloodcells.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 """Autocast precisions a user can ask for; "auto" picks by the hardware."""
+
+FAST_BF16_ENV = "NAPARI_BLOODCELLS_FAST_BF16"
+"""Set to ``1`` to treat the CPU as one with fast bf16 (AVX512-BF16 or AMX), ``0`` as one without.
+
+Everything that "auto" decides by the CPU then follows: bf16 autocast in training
+and inference, and the network the default preset trains. The test suite runs
+once with ``1`` so that a failure that only a bf16 CPU would show appears on any
+machine; a user whose CPU is misdetected can set it too.
+"""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -44,9 +54,36 @@ def fast_bf16(device: torch.device) -> bool:
     """Whether bfloat16 autocast is natively fast on ``device``.
 
     On CPUs it needs AVX512-BF16 or AMX; elsewhere bf16 is emulated and slower
-    than float32.
+    than float32. ``NAPARI_BLOODCELLS_FAST_BF16`` (``1`` or ``0``) overrides the
+    CPU's answer (see :data:`FAST_BF16_ENV`).
+
+    Raises
+    ------
+    ConfigError
+        If the environment variable holds anything but ``1`` or ``0``.
     """
+    if device.type == "cpu" and (forced := cpu_bf16_override()) is not None:
+        return forced
     return _fast_bf16(device.type, device.index)
+
+
+def cpu_bf16_override() -> bool | None:
+    """What ``NAPARI_BLOODCELLS_FAST_BF16`` says about the CPU, or ``None`` when it is unset.
+
+    Raises
+    ------
+    ConfigError
+        If it holds anything but ``1`` or ``0``.
+    """
+    value = os.environ.get(FAST_BF16_ENV, "").strip()
+    if not value:
+        return None
+    if value not in {"0", "1"}:
+        raise ConfigError(
+            f"{FAST_BF16_ENV} is {value!r}; set it to 1 (treat the CPU as having fast bf16), "
+            "0 (as not), or unset it."
+        )
+    return value == "1"
 
 
 @functools.cache
