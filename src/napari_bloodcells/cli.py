@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="continue from this model (fine-tuning); without --epochs the fine-tune "
         "schedule is used: a step budget, replay of the model's own data, and the "
-        "starting model kept unless it is beaten",
+        "model kept that does best on your held-out corrections, with what it forgot of "
+        "its own data counted against it",
     )
     train.add_argument(
         "--replay",
@@ -443,17 +444,18 @@ def _train_run(
         )
     print(result.reason)
     print(f"Metrics: {history_path}" + (f"  Curves: {curves}" if curves else ""))
-    if not result.best_epoch:
+    kept = "the starting model" if result.kept_start else f"the model of epoch {result.best_epoch}"
+    if not result.best_epoch and not result.kept_start:
         print("No epoch finished, so no model was saved.")
     elif result.saved_to is None:
         print(
-            f"error: the model of epoch {result.best_epoch} could not be saved to {out}; "
-            "free some disk space or choose another --out, and train again.",
+            f"error: {kept} could not be saved to {out}; free some disk space or choose "
+            "another --out, and train again.",
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
     else:
-        print(f"Saved the model of epoch {result.best_epoch} to {out}")
+        print(f"Saved {kept} to {out}")
     return 0
 
 

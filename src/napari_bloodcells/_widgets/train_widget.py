@@ -173,6 +173,7 @@ class TrainWidget(JobWidget):
         self._epochs = 1
         self._summary = ""
         self._finetune = False
+        self._start_file: Path | None = None
         self.fine_tune_row = button_row(self.fine_tune_button, self.undo_button)
         self.save_row = Container(
             widgets=[
@@ -264,6 +265,7 @@ class TrainWidget(JobWidget):
             show_info(note)
         self.result = None
         self._finetune = finetune
+        self._start_file = init if isinstance(init, Path) else None
         self.progress.value = 0
         self.progress_text = "Loading the data…"
         self.status.value = f"Training {init_text} on {data_text}."
@@ -448,7 +450,17 @@ class TrainWidget(JobWidget):
         if result.kept_start:
             fine_tune_path().unlink(missing_ok=True)
             self._summary = result.reason
-            show_info(f"{result.reason} The current model is unchanged.")
+            if self._start_file is not None:
+                # The start was a file, not the current model: the model the user chose to
+                # continue is the one to segment, save and export with now.
+                self.state.current.set(
+                    result.model,
+                    f"{self._start_file.name}, kept by a fine-tune",
+                    undoable=True,
+                )
+                show_info(f"{result.reason} The current model is now {self._start_file.name}.")
+            else:
+                show_info(f"{result.reason} The current model is unchanged.")
             return
         if not result.best_epoch:
             # Stopped (or diverged) before any epoch was scored: there is no trained
@@ -489,8 +501,12 @@ class TrainWidget(JobWidget):
             # This run's model replaced the current one: it is now the one to recover.
             os.replace(result.saved_to, recovery_path())
             result = self.result = replace(result, saved_to=recovery_path())
-        self._summary = f"{result.reason} Kept epoch {result.best_epoch}{scores}."
         kept = f" A copy is in {result.saved_to}." if result.saved_to else ""
+        if self._finetune:  # the reason names the kept candidate with both numbers
+            self._summary = result.reason
+            show_info(f"{result.reason} It is now the current model.{kept}")
+            return
+        self._summary = f"{result.reason} Kept epoch {result.best_epoch}{scores}."
         show_info(
             f"{result.reason} The model of epoch {result.best_epoch} is now the current "
             f"model.{kept}"

@@ -1,9 +1,9 @@
-"""Fine-tuning on a few corrections without forgetting: replay, a step budget, the kept model.
+"""Fine-tuning on a few corrections: replay, a step budget, and the model kept for the user.
 
 A microscopist corrects a handful of images of their own and fine-tunes. With
 so few pairs, an ordinary epoch is one or two optimiser steps, a dev split is
 impossible, and the model drifts towards the corrections and forgets the rest.
-The ``finetune`` schedule (``TrainConfig.schedule``) fixes all three:
+The ``finetune`` schedule (``TrainConfig.schedule``) answers each:
 
 - **A step budget**, not epochs: ``finetune_steps`` optimiser steps at
   ``finetune_lr`` whatever the number of corrections, split into rounds that
@@ -11,12 +11,21 @@ The ``finetune`` schedule (``TrainConfig.schedule``) fixes all three:
 - **Replay**: every batch draws ``correction_share`` of its patches from the
   corrections and the rest from the model's own training data, so the
   corrections weigh as much as everything the model knew.
-- **The kept model**: the starting model is scored first and is a candidate
-  like every round. With 5 or more corrections a fifth of them (at least one)
-  is held out and scores each candidate; with fewer, the candidates are scored
-  on the corrections they trained on. Either way a candidate whose Dice on the
-  replay's own dev images drops by more than 0.01 below the starting model's is
-  not kept, so a fine-tune never leaves a model worse where it was good.
+- **The user's corrections choose.** With 5 or more corrections a fifth of them
+  (at least one) is held out and scores every candidate; with fewer, the
+  candidates are scored on the corrections they trained on, and the outcome
+  says so. The starting model is candidate 0.
+- **Forgetting is a cost, not a veto.** Each candidate's mean foreground Dice on
+  the replay's own dev images is measured; a drop below the starting model's
+  is subtracted from its gain on the corrections (:func:`selection_score`). A
+  large gain for a small loss is kept; a small gain for a large loss is not;
+  a candidate that gains nothing on the corrections never beats the start.
+- **Weight-space blending** (WiSE-FT, Wortsman et al. 2022): the best round is
+  also tried blended with the starting weights (:data:`BLENDS`), which keeps
+  most of the gain for a fraction of the forgetting; the same score chooses.
+- **Both numbers, said once**: :func:`outcome_sentence` gives the corrections'
+  Dice before and after and the change on the model's own data, for the CLI
+  and the napari notification alike.
 """
 
 from __future__ import annotations
@@ -31,12 +40,14 @@ from napari_bloodcells.core.dataset import SegmentationData, split_indices
 from napari_bloodcells.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from napari_bloodcells.core.checkpoint import TrainedModel
 
 HOLD_OUT_FROM = 5
 """With this many corrections or more, some are held out to choose the kept model."""
-FORGETTING_TOLERANCE = 0.01
-"""How far the replay dev Dice may fall below the starting model's for a candidate to be kept."""
+BLENDS = (0.25, 0.5, 0.75)
+"""Shares of the fine-tuned weights tried in blends with the starting weights (WiSE-FT)."""
 _ROUNDS = 5
 _REFERENCE_IMAGES = 30
 
@@ -105,7 +116,8 @@ class FineTunePlan:
             f"Fine-tune schedule: {self.rounds * self.steps_per_round} steps of "
             f"{self.batch_size} patches ({mix}) at learning rate {lr:g}, on "
             f"{self.corrections + (len(self.dev) if self.dev_held_out else 0)} correction(s), "
-            f"{held}; the starting model is kept unless a round beats it."
+            f"{held}; they choose the model to keep, and what it forgets of its own "
+            "data counts against it."
         )
 
 
@@ -159,13 +171,84 @@ def plan_finetune(
 def selection_score(
     dev_score: float, reference: float | None, start_reference: float | None
 ) -> float:
-    """A candidate's score: its dev Dice, or minus infinity if it forgot too much."""
-    forgot = (
-        reference is not None
-        and start_reference is not None
-        and reference < start_reference - FORGETTING_TOLERANCE
+    """A candidate's score: its Dice on the corrections, less what it forgot.
+
+    Forgetting is the drop of the replay dev Dice below the starting model's;
+    a rise there earns nothing, so that the model's own data never outvote the
+    user's corrections. Without replay dev images the corrections alone count.
+    """
+    if reference is None or start_reference is None:
+        return dev_score
+    return dev_score - max(0.0, start_reference - reference)
+
+
+def blend(
+    start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], share: float
+) -> dict[str, torch.Tensor]:
+    """Weights ``share`` of the way from ``start`` to ``tuned`` (integer buffers from ``tuned``)."""
+    return {
+        name: torch.lerp(start[name], value, share) if value.is_floating_point() else value
+        for name, value in tuned.items()
+    }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model the fine-tune may keep, with what chose it.
+
+    Attributes
+    ----------
+    name : str
+        How the outcome names it, e.g. "round 3 blended 50 % with the starting model".
+    dice : tuple of float
+        Per-class Dice on the corrections that choose (held out where there were enough).
+    reference : float or None
+        Mean foreground Dice on the replay's dev images; ``None`` without replay.
+    score : float
+        :func:`selection_score`: the higher, the better.
+    """
+
+    name: str
+    dice: tuple[float, ...]
+    reference: float | None
+    score: float
+
+
+def outcome_sentence(
+    start: Candidate,
+    kept: Candidate,
+    class_names: Sequence[str],
+    held_out: bool,
+    best_round: Candidate | None = None,
+) -> str:
+    """The fine-tune's outcome in one sentence, with both numbers.
+
+    For example "Your held-out corrections: cytoplasm 0.70 → 0.89, nucleus
+    0.93 → 0.95; the model's own data: -0.004; kept round 4 blended 75 % with
+    the starting model." When the start is kept, the numbers are those of
+    ``best_round``, the best candidate tried, so the user sees what was refused.
+    """
+    shown = best_round if kept is start and best_round is not None else kept
+    whose = (
+        "Your held-out corrections"
+        if held_out
+        else "Your corrections (too few to hold any out, so the ones trained on choose)"
     )
-    return -math.inf if forgot else dev_score
+    pairs = ", ".join(
+        f"{name} {before:.2f} → {after:.2f}"
+        for name, before, after in zip(
+            class_names[1:], start.dice[1:], shown.dice[1:], strict=False
+        )
+    )
+    own = ""
+    if start.reference is not None and shown.reference is not None:
+        own = f"; the model's own data: {shown.reference - start.reference:+.3f}"
+    if shown is kept:
+        return f"{whose}: {pairs}{own}; kept {kept.name}."
+    return (
+        f"{whose}: {pairs} with {shown.name}, the best tried{own}; that is no gain once "
+        "forgetting counts, so the starting model is kept."
+    )
 
 
 def same_dev_split(a: TrainedModel, b: TrainedModel) -> bool:

@@ -151,6 +151,9 @@ class TrainingResult:
         be written.
     kept_start : bool
         A fine-tune whose rounds did not beat the starting model: ``model`` is it.
+    outcome : str
+        A fine-tune's outcome in one sentence, with the corrections' Dice before
+        and after and the change on the model's own data (also in ``reason``).
     """
 
     model: TrainedModel
@@ -160,6 +163,7 @@ class TrainingResult:
     reason: str = "Training finished."
     saved_to: Path | None = None
     kept_start: bool = False
+    outcome: str = ""
 
 
 @dataclass(frozen=True)

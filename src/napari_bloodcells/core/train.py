@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from napari_bloodcells.core.adapt import plan_finetune, selection_score
+from napari_bloodcells.core.adapt import (
+    BLENDS,
+    Candidate,
+    blend,
+    outcome_sentence,
+    plan_finetune,
+    selection_score,
+)
 from napari_bloodcells.core.augment import augment_batch
 from napari_bloodcells.core.batches import PatchSampler, TensorSet, to_tensor_set
 from napari_bloodcells.core.calibrate import add_to_head, fit_class_offsets
@@ -153,6 +160,30 @@ class _DevSet:
                         )
                     )
         return total / max(count, 1), cm, tuple(previews)
+
+
+def _try_blends(
+    kept: Candidate,
+    start_state: dict[str, torch.Tensor],
+    tuned_state: dict[str, torch.Tensor],
+    network: torch.nn.Module,
+    evaluate_dev: Callable[[], tuple[float, ConfusionMatrix, tuple[PreviewRow, ...]]],
+    reference_dice: Callable[[], float | None],
+    start: Candidate,
+) -> tuple[Candidate, dict[str, torch.Tensor]]:
+    """Score the best round blended with the starting weights; return the best and its weights."""
+    best, best_state = kept, tuned_state
+    for share in BLENDS:
+        state = blend(start_state, tuned_state, share)
+        network.load_state_dict(state)
+        _, cm, _ = evaluate_dev()
+        remembered = reference_dice()
+        scores = cm.scores()
+        score = selection_score(scores.mean_foreground_dice(), remembered, start.reference)
+        if score > best.score:
+            name = f"{kept.name} blended {share:.0%} with the starting model"
+            best, best_state = Candidate(name, scores.dice, remembered, score), state
+    return best, best_state
 
 
 def train(
@@ -338,8 +369,11 @@ def train(
             "scores say how well the model fits it, not how well it generalises."
         )
     best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+    start_state = best_state
     best_score, best_epoch = -math.inf, 0
     start_reference = None
+    start: Candidate | None = None  # a fine-tune's starting model, as a candidate
+    rounds: dict[int, Candidate] = {}
     if plan is not None:
         yield ScheduleChosen(plan.describe(lr), plan.reference is not None)
         if plan.reference is None:
@@ -351,6 +385,7 @@ def train(
         _, start_cm, _ = evaluate_dev()
         start_reference = reference_dice()
         best_score = start_cm.scores().mean_foreground_dice()
+        start = Candidate("the starting model", start_cm.scores().dice, start_reference, best_score)
     yield TrainingStarted(
         _device_name(device),
         "bf16" if dtype else "fp32",
@@ -483,6 +518,8 @@ def train(
             scores = cm.scores()
             remembered = reference_dice()
             score = selection_score(scores.mean_foreground_dice(), remembered, start_reference)
+            if start is not None:
+                rounds[epoch] = Candidate(f"round {epoch}", scores.dice, remembered, score)
             improved = keep_if_best(score, epoch)
             # Epochs of a fraction of a second are not each written: the end of the run,
             # a stop or a crash writes the best model.
@@ -520,11 +557,17 @@ def train(
         release_memory(device)
 
     kept_start = plan is not None and best_epoch == 0 and bool(history)
-    if kept_start:
-        reason = (
-            f"{reason.removesuffix('.')}; no round beat the starting model"
-            f"{' without forgetting' if start_reference is not None else ''}, so it is kept."
-        )
+    outcome = ""
+    if start is not None and plan is not None and rounds:
+        kept = start if kept_start else rounds[best_epoch]
+        if best_epoch and not stopped:
+            kept, best_state = _try_blends(
+                kept, start_state, best_state, network, evaluate_dev, reference_dice, start
+            )
+            network.load_state_dict(best_state)
+        tried = max(rounds.values(), key=lambda c: c.score)
+        outcome = outcome_sentence(start, kept, classes.names, plan.dev_held_out, tried)
+        reason = f"{reason} {outcome}"
     offsets: tuple[float, ...] = ()
     if not kept_start and best_epoch and not stopped and model.preprocessing.mode == "native":
         model.size_model = fit_size_model(model, train_data, generator)
@@ -540,6 +583,7 @@ def train(
         "reason": reason,
         "world_size": group.world_size if group is not None else 1,
         "class_offsets": list(offsets),
+        "finetune_outcome": outcome,
     }
     if checkpoint_path is not None and (best_epoch or kept_start) and (notice := save(model)):
         yield notice
@@ -551,6 +595,7 @@ def train(
         reason,
         Path(checkpoint_path) if saved and checkpoint_path is not None else None,
         kept_start,
+        outcome,
     )
     yield TrainingFinished(result)
     return result
