@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation_WBC"
+SHARED_FIELDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "BCCD-trainval"
+"""BCCD's smear fields with white-cell boxes (its BCCD/ folder, trainval split only)."""
 
 
 def _local_dataset() -> Path:
@@ -83,6 +85,7 @@ def session_cache(tmp_path_factory, shared_data) -> Path:
 def data_env(monkeypatch, session_cache, shared_data) -> Path:
     """Point the plugin at ../shared and the session cache; returns the cache folder."""
     monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", str(shared_data))
+    monkeypatch.setenv("NAPARI_BLOODCELLS_SMEAR_URL", str(SHARED_FIELDS))
     monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(session_cache))
     return session_cache
 

@@ -37,6 +37,19 @@ def test_single_cell_sample_is_one_rgb_image(make_napari_viewer):
     assert image.data.dtype == np.uint8
 
 
+def test_smear_field_sample_is_whole_fields_with_their_white_cells_boxed(make_napari_viewer):
+    from napari.layers import Shapes
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-bloodcells", "smear_field")
+    image, boxes = viewer.layers
+    assert isinstance(image, Image) and image.rgb
+    assert image.data.shape == (4, 480, 640, 3)
+    assert "BCCD" in image.metadata["citation"] and "MIT" in image.metadata["citation"]
+    assert isinstance(boxes, Shapes) and len(boxes.data) == 4
+    assert sorted(int(b[0, 0]) for b in boxes.data) == [0, 1, 2, 3], "one white cell per field"
+
+
 def test_the_gui_command_opens_without_the_sample_when_the_download_fails(
     monkeypatch, tmp_path, notes, qtbot
 ):

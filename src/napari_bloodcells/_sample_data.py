@@ -13,7 +13,8 @@ import numpy as np
 from napari_bloodcells._layers import CITATION, labels_kwargs
 from napari_bloodcells.core.batches import pad_to
 from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
-from napari_bloodcells.core.dataset import load_folder
+from napari_bloodcells.core.dataset import load_folder, read_image
+from napari_bloodcells.core.smear_fields import CREDIT, sample_fields
 
 if TYPE_CHECKING:
     from napari.types import LayerDataTuple
@@ -71,3 +72,49 @@ def load_single_cell_sample() -> list[LayerDataTuple]:
     image = data.images[SINGLE_CELL_INDEX]
     meta = {"citation": CITATION, "names": [data.names[SINGLE_CELL_INDEX]]}
     return [(image, {"name": "blood cell", "rgb": True, "metadata": meta}, "image")]
+
+
+def load_smear_field_sample() -> list[LayerDataTuple]:
+    """Whole smear fields of another microscope (BCCD), with their white cells boxed.
+
+    Red cells in clumps, platelets and one white cell each: the images a
+    microscopist corrects to adapt a model (docs/correct-and-retrain.md).
+    """
+    from napari.utils import progress
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress(total=total, desc="Downloading the smear-field sample")
+        bar.n = done
+        bar.refresh()
+
+    try:
+        fields = sample_fields(progress=update)
+    finally:
+        if bar is not None:
+            bar.close()
+    images = pad_stack([read_image(f.image_path) for f in fields])
+    boxes = [
+        np.array([[i, b.y0, b.x0], [i, b.y0, b.x1], [i, b.y1, b.x1], [i, b.y1, b.x0]])
+        for i, f in enumerate(fields)
+        for b in f.white_cells
+    ]
+    meta = {"citation": CREDIT, "names": [f.name for f in fields]}
+    return [
+        (images, {"name": "smear fields", "rgb": True, "metadata": meta}, "image"),
+        (
+            boxes,
+            {
+                "name": "white cells (BCCD boxes)",
+                "shape_type": "rectangle",
+                "edge_color": "yellow",
+                "face_color": "transparent",
+                "edge_width": 3,
+                "metadata": {"citation": CREDIT},
+            },
+            "shapes",
+        ),
+    ]

@@ -1,14 +1,20 @@
-"""Download and verify the blood-cell dataset (Zheng et al. 2018, Dataset 1).
+"""Download and verify the public data the plugin offers (:class:`Remote`).
 
-Every file is checked against the SHA-256 registry shipped with the package.
-pooch downloads into a temporary file and only moves it into the cache once
-the hash matches, so a partial or tampered file is never used.
+Two sets of files, each pinned to an upstream commit: the blood-cell dataset
+(Zheng et al. 2018, Dataset 1; :data:`BLOODCELLS`) and a few whole smear
+fields of another microscope (BCCD; :data:`SMEAR_FIELDS`). Every file is
+checked against a SHA-256 registry shipped with the package. pooch downloads
+into a temporary file and only moves it into the cache once the hash matches,
+so a partial or tampered file is never used.
 
-Two environment variables override the defaults:
+Environment variables override the defaults:
 
 ``NAPARI_BLOODCELLS_DATA_URL``
-    Base URL of the dataset (``http(s)://...``), or a local folder holding a
-    copy of it (``Dataset 1/001.bmp``, ...).
+    Base URL of the blood-cell dataset (``http(s)://...``), or a local folder
+    holding a copy of it (``Dataset 1/001.bmp``, ...).
+``NAPARI_BLOODCELLS_SMEAR_URL``
+    The same for the smear fields: BCCD's ``BCCD/`` folder
+    (``JPEGImages/``, ``Annotations/``) or a mirror of it.
 ``NAPARI_BLOODCELLS_CACHE``
     Folder where downloaded files are kept.
 """
@@ -23,6 +29,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from urllib.parse import quote
@@ -38,6 +45,44 @@ UPSTREAM_URL = (
 URL_ENV = "NAPARI_BLOODCELLS_DATA_URL"
 CACHE_ENV = "NAPARI_BLOODCELLS_CACHE"
 RAW_FOLDER = "segmentation_WBC"
+SMEAR_URL = (
+    "https://raw.githubusercontent.com/Shenggan/BCCD_Dataset/"
+    "d272fb14cdff6e473fafeeeba32aba5f560e9e43/BCCD/"
+)
+SMEAR_URL_ENV = "NAPARI_BLOODCELLS_SMEAR_URL"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A set of public files the plugin downloads: where from, which, and how to override.
+
+    Attributes
+    ----------
+    title : str
+        How messages name it, e.g. "the blood-cell dataset".
+    upstream : str
+        Base URL at a pinned commit.
+    registry_file : str
+        The package's ``<sha256> <relative path>`` list of its files.
+    folder : str
+        Its folder in the cache.
+    url_env : str
+        The environment variable that points at a mirror or a local copy.
+    """
+
+    title: str
+    upstream: str
+    registry_file: str
+    folder: str
+    url_env: str
+
+
+BLOODCELLS = Remote(
+    "the blood-cell dataset", UPSTREAM_URL, "registry.txt", RAW_FOLDER, URL_ENV
+)
+SMEAR_FIELDS = Remote(
+    "the smear-field sample (BCCD)", SMEAR_URL, "smear_registry.txt", "BCCD", SMEAR_URL_ENV
+)
 _PARALLEL_DOWNLOADS = 8
 _RETRIES = 2
 """Retries per file once the source has answered (pooch waits 1 s, then 2 s)."""
@@ -48,15 +93,15 @@ Progress = Callable[[int, int], None]
 """Called with (files done, files total) while fetching."""
 
 
-def registry() -> dict[str, str]:
-    """Map each dataset file's relative path to its ``sha256:`` hash.
+def registry(remote: Remote = BLOODCELLS) -> dict[str, str]:
+    """Map each of ``remote``'s files' relative path to its ``sha256:`` hash.
 
     Returns
     -------
     dict
         ``{"Dataset 1/001.bmp": "sha256:...", ...}``.
     """
-    text = files("napari_bloodcells.core").joinpath("registry.txt").read_text("utf-8")
+    text = files("napari_bloodcells.core").joinpath(remote.registry_file).read_text("utf-8")
     entries = {}
     for line in text.splitlines():
         if line.strip():
@@ -65,9 +110,9 @@ def registry() -> dict[str, str]:
     return entries
 
 
-def data_source() -> str:
-    """The dataset's base URL or local folder, honouring ``NAPARI_BLOODCELLS_DATA_URL``."""
-    return os.environ.get(URL_ENV) or UPSTREAM_URL
+def data_source(remote: Remote = BLOODCELLS) -> str:
+    """The base URL or local folder of ``remote``, honouring its environment variable."""
+    return os.environ.get(remote.url_env) or remote.upstream
 
 
 def cache_dir() -> Path:
@@ -84,8 +129,9 @@ def fetch_raw(
     source: str | None = None,
     cache: Path | None = None,
     progress: Progress | None = None,
+    remote: Remote = BLOODCELLS,
 ) -> Path:
-    """Download (or copy) and verify every file of the dataset.
+    """Download (or copy) and verify every file of ``remote`` (the blood-cell dataset).
 
     Parameters
     ----------
@@ -95,20 +141,23 @@ def fetch_raw(
         Cache folder; defaults to :func:`cache_dir`.
     progress : callable, optional
         Called as ``progress(done, total)`` after each file.
+    remote : Remote
+        Which files: :data:`BLOODCELLS` or :data:`SMEAR_FIELDS`.
 
     Returns
     -------
     Path
-        Folder holding ``Dataset 1/NNN.bmp`` and ``Dataset 1/NNN.png``.
+        The folder holding the files at their relative paths (for the
+        blood-cell dataset ``Dataset 1/NNN.bmp`` and ``Dataset 1/NNN.png``).
 
     Raises
     ------
     DownloadError
         If a file cannot be fetched or its checksum does not match.
     """
-    source = source or data_source()
-    target = (cache or cache_dir()) / RAW_FOLDER
-    entries = registry()
+    source = source or data_source(remote)
+    target = (cache or cache_dir()) / remote.folder
+    entries = registry(remote)
     try:
         # Made up front: pooch's own makedirs races when several files download at once.
         for folder in {(target / name).parent for name in entries}:
@@ -119,6 +168,7 @@ def fetch_raw(
             f"set {CACHE_ENV} to a writable folder."
         ) from exc
     names = sorted(entries)
+    failed = _Failure(remote, source)
     if _is_url(source):
         base = source if source.endswith("/") else source + "/"
         urls = {name: base + quote(name) for name in entries}
@@ -135,15 +185,13 @@ def fetch_raw(
         # One file first, with one retry: an unreachable host fails in seconds
         # with one sentence instead of a minute of retries for every file.
         with _quiet_pooch():
-            _explain_failure(
-                lambda name: str(getter(1).fetch(name, downloader=downloader)), names[0], source
-            )
+            failed.explain(lambda name: str(getter(1).fetch(name, downloader=downloader)), names[0])
     else:
         folder = Path(source.removeprefix("file://"))
         if not folder.is_dir():
             raise DownloadError(
-                f"The dataset source {source!r} is neither a URL nor an existing folder; "
-                f"set {URL_ENV} to the dataset's URL or to a folder holding a copy of it."
+                f"The source of {remote.title}, {source!r}, is neither a URL nor an existing "
+                f"folder; set {remote.url_env} to its URL or to a folder holding a copy of it."
             )
 
         def fetch_one(name: str) -> str:
@@ -151,7 +199,7 @@ def fetch_raw(
 
     done = 0
     with _quiet_pooch(), ThreadPoolExecutor(_PARALLEL_DOWNLOADS) as pool:
-        futures = [pool.submit(_explain_failure, fetch_one, name, source) for name in names]
+        futures = [pool.submit(failed.explain, fetch_one, name) for name in names]
         try:
             for future in futures:
                 future.result()
@@ -177,33 +225,39 @@ def _quiet_pooch() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _explain_failure(fetch_one: Callable[[str], str], name: str, source: str) -> str:
-    try:
-        return fetch_one(name)
-    except DownloadError:
-        raise
-    except ValueError as exc:  # pooch's checksum mismatch
-        raise DownloadError(
-            f"The downloaded file {name!r} does not match its known checksum, so it was "
-            f"discarded; the source {source} serves a different or damaged copy."
-        ) from exc
-    except OSError as exc:
-        if getattr(exc, "errno", None) == errno.ENOSPC:
+@dataclass(frozen=True)
+class _Failure:
+    """Turns what went wrong fetching one of ``remote``'s files into one sentence."""
+
+    remote: Remote
+    source: str
+
+    def explain(self, fetch_one: Callable[[str], str], name: str) -> str:
+        try:
+            return fetch_one(name)
+        except DownloadError:
+            raise
+        except ValueError as exc:  # pooch's checksum mismatch
             raise DownloadError(
-                f"The disk is full while saving {name!r}; free some space or set "
-                f"{CACHE_ENV} to a folder on a larger disk."
+                f"The downloaded file {name!r} does not match its known checksum, so it was "
+                f"discarded; the source {self.source} serves a different or damaged copy."
             ) from exc
-        raise DownloadError(_offline_message(name, source, exc)) from exc
-    except Exception as exc:  # requests' errors do not share a base with OSError everywhere
-        raise DownloadError(_offline_message(name, source, exc)) from exc
+        except OSError as exc:
+            if getattr(exc, "errno", None) == errno.ENOSPC:
+                raise DownloadError(
+                    f"The disk is full while saving {name!r}; free some space or set "
+                    f"{CACHE_ENV} to a folder on a larger disk."
+                ) from exc
+            raise DownloadError(self.offline(name, exc)) from exc
+        except Exception as exc:  # requests' errors do not share a base with OSError everywhere
+            raise DownloadError(self.offline(name, exc)) from exc
 
-
-def _offline_message(name: str, source: str, exc: BaseException) -> str:
-    return (
-        f"Could not download the blood-cell dataset (file {name!r} from {source}: "
-        f"{type(exc).__name__}); check the network, or point the plugin at a local copy "
-        f"by setting {URL_ENV} to its folder or URL."
-    )
+    def offline(self, name: str, exc: BaseException) -> str:
+        return (
+            f"Could not download {self.remote.title} (file {name!r} from {self.source}: "
+            f"{type(exc).__name__}); check the network, or point the plugin at a local copy "
+            f"by setting {self.remote.url_env} to its folder or URL."
+        )
 
 
 def _copy_verified(src: Path, dst: Path, known_hash: str) -> str:
