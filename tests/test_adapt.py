@@ -8,7 +8,13 @@ import torch
 
 from bad_inputs import untrained_model
 from napari_bloodcells import cli
-from napari_bloodcells.core.adapt import plan_finetune
+from napari_bloodcells.core.adapt import (
+    Candidate,
+    blend,
+    outcome_sentence,
+    plan_finetune,
+    selection_score,
+)
 from napari_bloodcells.core.checkpoint import load_checkpoint, save_checkpoint
 from napari_bloodcells.core.classes import UNLABELLED
 from napari_bloodcells.core.config import preset
@@ -16,7 +22,15 @@ from napari_bloodcells.core.dataset import SegmentationData
 from napari_bloodcells.core.events import Notice, ScheduleChosen, run_to_end
 from napari_bloodcells.core.jobs import load_replay, training_job
 from napari_bloodcells.core.losses import LOSSES, Objective
-from napari_bloodcells.core.scale import estimate_scale, fit_size_model, style, styles, zoom
+from napari_bloodcells.core.scale import (
+    SizeModel,
+    estimate_scale,
+    fit_size_model,
+    style,
+    styles,
+    unfamiliar_notice,
+    zoom,
+)
 from napari_bloodcells.core.train import train
 from napari_bloodcells.errors import DataError
 
@@ -218,3 +232,92 @@ def test_a_seed_model_refuses_a_scale_in_one_sentence():
         segment_image(untrained_model(), np.zeros((120, 120, 3), np.uint8), scale=0.5)
     with pytest.raises(ConfigError, match=r"would be squashed"):
         segment_image(untrained_model(), np.zeros((2048, 600, 3), np.uint8))
+
+
+def test_a_large_gain_on_the_corrections_outweighs_a_little_forgetting():
+    start = selection_score(0.30, 0.95, 0.95)
+    # The issue's smear fields: +0.67 on the corrections for -0.03 on the model's own data.
+    assert selection_score(0.97, 0.92, 0.95) > start
+    # A small gain bought with a large loss is not worth it.
+    assert selection_score(0.31, 0.90, 0.95) < start
+    # Doing better on the model's own data earns nothing over the corrections.
+    assert selection_score(0.30, 0.99, 0.95) == start
+    # Without replay dev images the corrections alone decide.
+    assert selection_score(0.40, None, None) == 0.40
+
+
+def test_blending_moves_floating_weights_and_keeps_counters():
+    start = {"w": torch.zeros(3), "n": torch.tensor(2)}
+    tuned = {"w": torch.full((3,), 4.0), "n": torch.tensor(9)}
+    assert torch.equal(blend(start, tuned, 0.0)["w"], start["w"])
+    assert torch.equal(blend(start, tuned, 1.0)["w"], tuned["w"])
+    half = blend(start, tuned, 0.5)
+    assert torch.equal(half["w"], torch.full((3,), 2.0)) and int(half["n"]) == 9
+
+
+def test_the_outcome_names_both_numbers_and_what_was_kept():
+    names = ("background", "cytoplasm", "nucleus")
+    start = Candidate("the starting model", (0.9, 0.70, 0.93), 0.950, 0.815)
+    tuned = Candidate("round 4 blended 75% with the starting model", (0.9, 0.89, 0.95), 0.946, 0.91)
+    said = outcome_sentence(start, tuned, names, held_out=True)
+    assert said == (
+        "Your held-out corrections: cytoplasm 0.70 → 0.89, nucleus 0.93 → 0.95; "
+        "the model's own data: -0.004; kept round 4 blended 75% with the starting model."
+    )
+    worse = Candidate("round 2", (0.9, 0.71, 0.93), 0.90, 0.77)
+    refused = outcome_sentence(start, start, names, held_out=False, best_round=worse)
+    assert "cytoplasm 0.70 → 0.71" in refused and "-0.050" in refused
+    assert "too few to hold any out" in refused and refused.endswith("starting model is kept.")
+
+
+def test_a_finetune_with_held_out_corrections_says_both_numbers(
+    few_cells, base_model, native_config, bloodcells
+):
+    config = native_config.with_changes(schedule="finetune", finetune_lr=3e-3, finetune_steps=10)
+    replay = bloodcells.subset(range(100, 140))
+    result = run_to_end(train(config, few_cells.subset(range(6)), init=base_model, replay=replay))
+    assert result.outcome.startswith("Your held-out corrections: cytoplasm ")
+    assert "the model's own data: " in result.outcome and result.outcome in result.reason
+    assert result.model.metrics["finetune_outcome"] == result.outcome
+    kept = "kept the starting model" if result.kept_start else "kept round "
+    assert kept in result.outcome or "starting model is kept" in result.outcome
+
+
+def test_style_distance_is_one_on_average_over_the_fit_images():
+    rng = np.random.default_rng(0)
+    fit = rng.normal(3.0, 2.0, size=(200, 12))
+    size_model = SizeModel(tuple(fit.mean(0)), tuple(fit.std(0)), (0.0,) * 13)
+    squares = [size_model.distance(v) ** 2 for v in fit]
+    assert np.mean(squares) == pytest.approx(1.0)
+    assert size_model.distance(fit.mean(0) + 5 * fit.std(0)) == pytest.approx(5.0)
+
+
+def test_an_image_unlike_the_training_images_is_said_once_per_job(
+    base_model, few_cells, tmp_path, data_env
+):
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from napari_bloodcells.core.jobs import segment_files, segmentation_job
+
+    familiar = few_cells.images[0]
+    own = styles(base_model, list(few_cells.images))
+    base_model.size_model = replace(
+        base_model.size_model, mean=tuple(own.mean(0)), std=tuple(own.std(0) + 1e-6)
+    )
+    assert unfamiliar_notice(base_model, familiar) == ""
+    # A purple, grainy image: nothing like Dataset 1's yellow fields.
+    rng = np.random.default_rng(1)
+    strange = rng.integers(0, 256, size=(120, 120, 3), dtype=np.uint8)
+    strange[..., 1] //= 4
+    said = unfamiliar_notice(base_model, strange, "field.png")
+    assert said.startswith("field.png looks unlike the images this model was trained on")
+    assert said.endswith("fine-tune.") and "\n" not in said
+
+    events = list(segmentation_job(base_model, strange, stack=False))
+    assert sum(isinstance(e, Notice) and "looks unlike" in e.message for e in events) == 1
+    for i in range(3):
+        Image.fromarray(strange).save(tmp_path / f"strange{i}.png")
+    events = list(segment_files(base_model, [tmp_path], tmp_path / "out"))
+    assert sum(isinstance(e, Notice) and "looks unlike" in e.message for e in events) == 1

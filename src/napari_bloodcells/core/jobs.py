@@ -43,7 +43,7 @@ from napari_bloodcells.core.measure import (
     write_csv,
 )
 from napari_bloodcells.core.package import is_package, load_package
-from napari_bloodcells.core.scale import ScaleEstimate, estimate_scale
+from napari_bloodcells.core.scale import ScaleEstimate, estimate_scale, unfamiliar_notice
 from napari_bloodcells.core.train import train
 from napari_bloodcells.errors import ConfigError, DataError
 
@@ -261,8 +261,15 @@ def segmentation_job(
     confidence: bool = False,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[SegmentationEvent, None, Segmentation]:
-    """Load the model, then segment one image or a stack (see :func:`~.infer.segment`)."""
+    """Load the model, then segment one image or a stack (see :func:`~.infer.segment`).
+
+    Before segmenting, a :class:`~.events.Notice` says so when the image (a
+    stack's first slice) looks unlike the model's training images.
+    """
     model = load_model(source)
+    first = images[0] if stack else images
+    if notice := unfamiliar_notice(model, to_rgb_uint8(np.asarray(first))):
+        yield Notice(notice)
     return (
         yield from segment(
             model,
@@ -510,6 +517,11 @@ def segment_files(
     return written
 
 
+_FAMILIARITY_CHECKS = 3
+"""Files of a folder whose styles are compared with the training images' (one microscope's
+files look alike, and each check costs an encoder pass)."""
+
+
 class _SegmentPlan:
     """How :func:`segment_files` runs each file: here, block by block, or on dask workers."""
 
@@ -530,6 +542,17 @@ class _SegmentPlan:
         self.device = str(device) if device is not None else "auto"
         self.futures: list[tuple[Any, Path]] = []
         self.queued: dict[Path, tuple[int, Path]] = {}
+        self.familiarity_checks = _FAMILIARITY_CHECKS
+
+    def unfamiliar(self, pixels: np.ndarray, path: Path) -> str:
+        """The unfamiliar-image sentence for one of the first files, said at most once."""
+        if self.familiarity_checks <= 0:
+            return ""
+        self.familiarity_checks -= 1
+        notice = unfamiliar_notice(self.model, pixels, path.name)
+        if notice:
+            self.familiarity_checks = 0
+        return notice
 
     def factor(self, pixels: np.ndarray, name: str) -> tuple[float, ScaleEstimate | None]:
         if self.scale != AUTO_SCALE:
@@ -542,6 +565,8 @@ class _SegmentPlan:
     ) -> Generator[FileEvent, None, tuple[np.ndarray | None, np.ndarray] | None]:
         """Segment here (labels, pixels), queue on the workers (None, pixels), or stopped (None)."""
         pixels = read_image(path)
+        if notice := self.unfamiliar(pixels, path):
+            yield Notice(notice)
         factor, estimate = self.factor(pixels, str(path))
         if estimate is not None:
             yield ScaleChosen(index, str(path), factor, estimate.message)

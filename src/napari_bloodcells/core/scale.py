@@ -43,6 +43,10 @@ _BATCH_PIXELS = 2**22
 _CROP = 384
 """Side of the crops a large image is summarised by (crops keep the pixel size)."""
 _MAX_CROPS = 4
+UNFAMILIAR_DISTANCE = 1.4
+"""Style distance (:meth:`SizeModel.distance`) above which an image is called unlike the
+training images. The size model's own fit images lie at 1 on average by construction;
+Dataset 1's dev images at 0.61-1.25, BCCD smear fields at 1.54-1.66 (docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,17 @@ class SizeModel:
         z = (np.asarray(style, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.std)
         w = np.asarray(self.weights)
         return math.exp(float(z @ w[:-1] + w[-1]))
+
+    def distance(self, style: np.ndarray) -> float:
+        """How far a style lies from the images the size model was fitted on.
+
+        The root mean square of the standardised style components: the fit
+        images themselves (training images at random zooms and colours) average
+        1 by construction, whatever the network, so one threshold
+        (:data:`UNFAMILIAR_DISTANCE`) serves every model.
+        """
+        z = (np.asarray(style, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.std)
+        return float(np.sqrt(np.mean(z * z)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type representation for checkpoints."""
@@ -198,6 +213,36 @@ def _crops(image: np.ndarray) -> list[np.ndarray]:
     xs = np.linspace(0, max(0, width - _CROP), 2).round().astype(int)
     corners = [(int(y), int(x)) for y in ys for x in xs][:_MAX_CROPS]
     return [image[y : y + _CROP, x : x + _CROP] for y, x in dict.fromkeys(corners)]
+
+
+def style_distance(model: TrainedModel, image: np.ndarray) -> float | None:
+    """The median :meth:`SizeModel.distance` of an image's crops; ``None`` without a size model."""
+    if model.size_model is None:
+        return None
+    size_model = model.size_model
+    return float(np.median([size_model.distance(v) for v in styles(model, _crops(image))]))
+
+
+def unfamiliar_notice(model: TrainedModel, image: np.ndarray, name: str = "The image") -> str:
+    """One sentence when ``image`` looks unlike the model's training images, else "".
+
+    Parameters
+    ----------
+    model : TrainedModel
+        A model with a size model; without one nothing is said.
+    image : ndarray
+        ``(H, W, 3) uint8``.
+    name : str
+        Names the image at the start of the sentence.
+    """
+    distance = style_distance(model, image)
+    if distance is None or distance <= UNFAMILIAR_DISTANCE:
+        return ""
+    return (
+        f"{name} looks unlike the images this model was trained on (style distance "
+        f"{distance:.2f}, above {UNFAMILIAR_DISTANCE}), so the result may be wrong; correct a "
+        "few such images, add them to the training set and fine-tune."
+    )
 
 
 def estimate_scale(
