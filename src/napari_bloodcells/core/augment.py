@@ -1,9 +1,11 @@
-"""Batched, seeded augmentation on tensors: geometry, zoom, stain, colour, blur.
+"""Batched, seeded augmentation on tensors: geometry, zoom, smear, stain, colour, blur.
 
 A model trained on one microscope meets other stains and magnifications. The
 colour parts make it rely less on the exact stain (:func:`colour_jitter`, a
 change of colour basis in optical density, hue, grayscale) and :func:`zoom`
-less on the exact pixel size. Which parts help was measured
+less on the exact pixel size. :func:`paste_smear` shows it what a whole smear
+field holds besides white cells: red cells, in clumps, with pale centres, and
+platelets, all labelled background. Which parts help was measured
 (``docs/benchmarks.md``, "Robustness to stain and magnification"); their
 strengths are :class:`Augmentation`'s fields, recorded with every model.
 """
@@ -36,6 +38,9 @@ class Augmentation:
         Probability of a Gaussian blur (sigma up to 1.5 px): another focus or optics.
     zoom : float
         Largest zoom of a batch, as a factor (1.4: from 1/1.4 to 1.4 times).
+    smear : float
+        Probability of an image getting red cells and platelets pasted into
+        its background (:func:`paste_smear`).
     """
 
     stain: float = 0.0
@@ -43,6 +48,7 @@ class Augmentation:
     grayscale: float = 0.0
     blur: float = 0.0
     zoom: float = 1.0
+    smear: float = 0.0
 
 
 def augment_batch(
@@ -90,6 +96,8 @@ def augment_batch(
     images, masks = turned_images, turned_masks
     if parts.zoom > 1.0:
         images, masks = zoom(images, masks, generator, parts.zoom)
+    if parts.smear > 0:  # before the colour parts, which then restain the pasted cells too
+        images, masks = paste_smear(images, masks, generator, parts.smear)
     images = colour_jitter(images, generator, stain_basis=parts.stain, hue=parts.hue)
     if parts.grayscale > 0:
         images = _grayscale(images, generator, parts.grayscale)
@@ -109,6 +117,147 @@ def _where(
     return (
         torch.where(chosen.view(-1, 1, 1, 1), images_if, images_else),
         torch.where(chosen.view(-1, 1, 1), masks_if, masks_else),
+    )
+
+
+_RED_CELLS = 16
+"""Red cells pasted into an image at most, in three clumps."""
+_PLATELETS = 4
+_EMPTY_SHARE = 0.1
+"""Share of the painted images that become fields without a white cell."""
+_RED_CELL_COLOURS = torch.tensor(
+    [[0.87, 0.60, 0.62], [0.78, 0.52, 0.55], [0.70, 0.45, 0.52], [0.80, 0.47, 0.40]]
+)
+"""Pale pink to mauve and brownish red, as Wright-Giemsa, May-Grunwald and Leishman smears
+show red cells (measured by eye on BCCD and Dataset 1 fields)."""
+_PLATELET_COLOUR = torch.tensor([0.55, 0.40, 0.66])
+
+
+def _paint_smear(
+    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Paint red cells and platelets into the background of every image (see :func:`paste_smear`)."""
+    n, _, h, w = images.shape
+    side = float(min(h, w))
+    k, m = _RED_CELLS, _PLATELETS
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator)
+
+    clumps = draw(n, 3, 2) * torch.tensor([h, w])
+    radius = side * (0.11 + 0.11 * draw(n, k))
+    which = torch.randint(0, 3, (n, k), generator=generator)
+    offset = torch.randn(n, k, 2, generator=generator) * radius[..., None] * 1.2
+    centres = clumps[torch.arange(n)[:, None], which] + offset
+    crowded = 0.3 + 0.7 * draw(n, 1)  # from a few red cells to a packed field
+    present = draw(n, k) < crowded
+    opacity = (0.65 + 0.35 * draw(n, k)) * present
+    pallor = 0.6 * draw(n, k) * (draw(n, k) < 0.5)  # half of them solid
+    stretch = 1 + 0.45 * draw(n, k)  # ovals, up to 1.45 times as long as wide
+    angle = math.pi * draw(n, k)
+    dots = draw(n, m, 2) * torch.tensor([h, w])
+    dot_radius = side * (0.015 + 0.02 * draw(n, m))
+    dot_opacity = (0.5 + 0.4 * draw(n, m)) * (draw(n, m) < 0.5)
+    mix = draw(n, len(_RED_CELL_COLOURS)) ** 3  # mostly one colour per field
+    colour = (mix / mix.sum(1, keepdim=True)) @ _RED_CELL_COLOURS
+    colour = colour * (0.85 + 0.2 * draw(n, 1))
+
+    device, dtype = images.device, images.dtype
+    # Coverage is smooth, so it is computed on a grid of half the resolution and
+    # interpolated: a quarter of the work.
+    gh, gw = max(1, h // 2), max(1, w // 2)
+    yy = torch.linspace(0, h - 1, gh, device=device, dtype=dtype).view(1, 1, gh, 1)
+    xx = torch.linspace(0, w - 1, gw, device=device, dtype=dtype).view(1, 1, 1, gw)
+
+    def on(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, dtype)[..., None, None]
+
+    def distance(
+        centre: torch.Tensor, r: torch.Tensor, long: torch.Tensor, turn: torch.Tensor
+    ) -> torch.Tensor:
+        """Distance from each centre in radii, along an oval ``long`` times longer one way."""
+        dy, dx = yy - on(centre[..., 0]), xx - on(centre[..., 1])
+        cos, sin = on(torch.cos(turn)), on(torch.sin(turn))
+        along, across = dx * cos + dy * sin, dy * cos - dx * sin
+        return torch.sqrt((along / on(long)) ** 2 + across**2) / on(r)
+
+    d = distance(centres, radius, stretch, angle)  # (n, k, gh, gw)
+    body = torch.sigmoid((1 - d) * 12)
+    rim = 1 + 0.35 * torch.exp(-(((d - 0.85) / 0.15) ** 2))  # denser at the edge
+    centre_pale = 1 - on(pallor) * torch.exp(-((d / 0.5) ** 2))
+    alpha = (on(opacity) * body * rim * centre_pale).clamp(max=1)
+    cover = [1 - torch.prod(1 - alpha, dim=1)]  # overlapping cells darken, as clumps do
+    d = distance(dots, dot_radius, torch.ones(n, m), torch.zeros(n, m))
+    cover.append(1 - torch.prod(1 - on(dot_opacity) * torch.sigmoid((1 - d) * 6), dim=1))
+    both = F.interpolate(torch.stack(cover, 1), size=(h, w), mode="bilinear", align_corners=True)
+    cells, platelets = both[:, 0], both[:, 1]
+    # Unlabelled pixels (padding) are painted too: the loss ignores them, and a cell cut
+    # straight at the padding's edge would teach an artefact.
+    background = ((masks == 0) | (masks == IGNORE_INDEX)).to(dtype)
+    cells, platelets = (cells * background)[:, None], (platelets * background)[:, None]
+    painted = images * (1 - cells) + colour.to(device, dtype)[..., None, None] * cells
+    purple = _PLATELET_COLOUR.to(device, dtype).view(1, 3, 1, 1)
+    return painted * (1 - platelets) + purple * platelets
+
+
+def paste_smear(
+    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, chance: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paint red cells and platelets into the background of a share of the images.
+
+    A whole smear field has many red cells, often overlapping in clumps, and
+    platelets: small purple dots. Red cells are discs or ovals, denser at the
+    rim, some with a pale centre and some solid. A model that only saw white
+    cells on a clear background paints them as cells. Each image is chosen with
+    probability ``chance``; it gets up to :data:`_RED_CELLS` ovals around three
+    clump centres (radius 11-22 % of the patch, as red cells are about 0.6 of a
+    white cell's diameter), and up to :data:`_PLATELETS` dots. They are painted
+    only where the mask says background (or not labelled), so the white cell
+    stays on top and the labels do not change: everything pasted is background.
+    A tenth of the chosen images become fields with no white cell at all (the
+    image's own background colour, red cells and platelets, all labelled
+    background), as most crops of a real field are: without them every patch
+    holds a white cell, and a lone clump of red cells is taken for one.
+
+    Parameters
+    ----------
+    images : Tensor
+        ``(N, 3, H, W)`` float in 0..1.
+    masks : Tensor
+        ``(N, H, W)`` class indices (0 is background).
+    generator : torch.Generator
+        Source of randomness, for reproducible runs.
+    chance : float
+        Probability of an image being painted.
+
+    Returns
+    -------
+    tuple of Tensor
+        The images, painted where chosen, and the masks (all background where
+        an image became an empty field).
+    """
+    draws = torch.rand(images.shape[0], 2, generator=generator)
+    chosen = (draws[:, 0] < chance).nonzero()[:, 0]
+    if len(chosen) == 0:
+        return images, masks
+    # Only the chosen images are drawn on: the per-pixel work is a few ms per image.
+    on_device = chosen.to(images.device)
+    part, part_masks = images[on_device], masks[on_device]
+    empty = (draws[chosen, 1] < _EMPTY_SHARE).to(images.device)
+    if bool(empty.any()):
+        background = (part_masks == 0)[:, None].to(images.dtype)
+        seen = background.sum((2, 3)).clamp(min=1)
+        plain = (part * background).sum((2, 3)) / seen  # each image's own background colour
+        # An image that shows no background at all gives its overall mean instead.
+        plain = torch.where(seen > 1, plain, part.mean((2, 3)))
+        grain = 0.02 * torch.randn(part.shape, generator=generator).to(part.device, part.dtype)
+        field = (plain[..., None, None] + grain).clamp(0, 1)
+        part = torch.where(empty.view(-1, 1, 1, 1), field, part)
+        part_masks = torch.where(empty.view(-1, 1, 1), torch.zeros_like(part_masks), part_masks)
+    painted = _paint_smear(part, part_masks, generator)
+    return (
+        images.index_copy(0, on_device, painted),
+        masks.index_copy(0, on_device, part_masks),
     )
 
 

@@ -1,0 +1,56 @@
+"""Augmentation: the smear paste puts red cells and platelets into the background only."""
+
+from __future__ import annotations
+
+import torch
+
+from napari_bloodcells.core.augment import Augmentation, augment_batch, paste_smear
+from napari_bloodcells.core.classes import IGNORE_INDEX
+
+
+def batch(n: int = 6, size: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pale-yellow patches with a white cell (cytoplasm ring, nucleus) in the middle."""
+    images = torch.empty(n, 3, size, size)
+    images[:] = torch.tensor([0.98, 0.95, 0.70]).view(1, 3, 1, 1)
+    masks = torch.zeros(n, size, size, dtype=torch.uint8)
+    c = size // 2
+    masks[:, c - 20 : c + 20, c - 20 : c + 20] = 1
+    masks[:, c - 8 : c + 8, c - 8 : c + 8] = 2
+    masks[:, :, -6:] = IGNORE_INDEX  # padding
+    return images, masks
+
+
+def test_the_smear_paints_the_background_and_leaves_the_white_cell():
+    images, masks = batch(n=12)
+    painted, new_masks = paste_smear(images, masks, torch.Generator().manual_seed(0), chance=1.0)
+    kept = new_masks.flatten(1).ne(0).any(1) & new_masks.flatten(1).ne(IGNORE_INDEX).any(1)
+    emptied = ~kept
+    assert 0 < int(emptied.sum()) < 12, "some patches become fields without a white cell"
+    assert torch.equal(new_masks[kept], masks[kept])
+    assert bool((new_masks[emptied] == 0).all()), "an empty field is background throughout"
+    cell = ((masks == 1) | (masks == 2)) & kept.view(-1, 1, 1)
+    assert torch.equal(painted.permute(0, 2, 3, 1)[cell], images.permute(0, 2, 3, 1)[cell])
+    changed = (painted - images).abs().amax(1) > 0.05
+    assert changed[masks == 0].float().mean() > 0.05, "red cells cover some background"
+    # Red cells are redder than the background is: red stays, green and blue drop.
+    drop = (images - painted).clamp(min=0)[:, 1:].sum() / (images - painted).abs().sum()
+    assert drop > 0.6
+    assert 0 <= float(painted.min()) and float(painted.max()) <= 1
+
+
+def test_the_smear_is_seeded_and_off_at_chance_zero():
+    images, masks = batch()
+    a = paste_smear(images, masks, torch.Generator().manual_seed(3), chance=0.7)
+    b = paste_smear(images, masks, torch.Generator().manual_seed(3), chance=0.7)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    off = paste_smear(images, masks, torch.Generator(), chance=0.0)
+    assert torch.equal(off[0], images) and torch.equal(off[1], masks)
+
+
+def test_augment_batch_pastes_when_asked():
+    images, masks = batch()
+    parts = Augmentation(smear=1.0)
+    out, out_masks = augment_batch(images, masks, torch.Generator().manual_seed(1), parts)
+    plain, _ = augment_batch(images, masks, torch.Generator().manual_seed(1))
+    assert not torch.allclose(out, plain)
+    assert set(out_masks.unique().tolist()) <= {0, 1, 2, IGNORE_INDEX}
