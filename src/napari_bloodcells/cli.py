@@ -444,7 +444,13 @@ def _train_run(
         )
     print(result.reason)
     print(f"Metrics: {history_path}" + (f"  Curves: {curves}" if curves else ""))
-    kept = "the starting model" if result.kept_start else f"the model of epoch {result.best_epoch}"
+    kept = (
+        "the starting model"
+        if result.kept_start
+        else "the model the fine-tune kept"
+        if result.outcome
+        else f"the model of epoch {result.best_epoch}"
+    )
     if not result.best_epoch and not result.kept_start:
         print("No epoch finished, so no model was saved.")
     elif result.saved_to is None:
