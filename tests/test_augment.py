@@ -35,7 +35,7 @@ def test_the_smear_paints_the_background_and_leaves_the_white_cell():
     # Red cells are redder than the background is: red stays, green and blue drop.
     drop = (images - painted).clamp(min=0)[:, 1:].sum() / (images - painted).abs().sum()
     assert drop > 0.6
-    assert 0 <= float(painted.min()) and float(painted.max()) <= 1
+    assert float(painted.min()) >= 0 and float(painted.max()) <= 1
 
 
 def test_the_smear_is_seeded_and_off_at_chance_zero():

@@ -83,7 +83,7 @@ def test_the_sample_fields_come_verified_from_a_local_copy(bccd, tmp_path, monke
     monkeypatch.setenv("NAPARI_BLOODCELLS_SMEAR_URL", str(bccd))
     monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(tmp_path))
     fields = sample_fields()
-    assert [f.name for f in fields][0] == "BloodImage_00000" and len(fields) == 4
+    assert fields[0].name == "BloodImage_00000" and len(fields) == 4
     assert all(len(f.white_cells) == 1 and f.image_path.is_file() for f in fields)
     assert fields[0].image_path.is_relative_to(tmp_path)
 

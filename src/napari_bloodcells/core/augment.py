@@ -136,7 +136,7 @@ _PLATELET_COLOUR = torch.tensor([0.55, 0.40, 0.66])
 def _paint_smear(
     images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
-    """Paint red cells and platelets into the background of every image (see :func:`paste_smear`)."""
+    """Paint red cells and platelets into every image's background (see :func:`paste_smear`)."""
     n, _, h, w = images.shape
     side = float(min(h, w))
     k, m = _RED_CELLS, _PLATELETS

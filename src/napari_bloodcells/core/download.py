@@ -77,9 +77,7 @@ class Remote:
     url_env: str
 
 
-BLOODCELLS = Remote(
-    "the blood-cell dataset", UPSTREAM_URL, "registry.txt", RAW_FOLDER, URL_ENV
-)
+BLOODCELLS = Remote("the blood-cell dataset", UPSTREAM_URL, "registry.txt", RAW_FOLDER, URL_ENV)
 SMEAR_FIELDS = Remote(
     "the smear-field sample (BCCD)", SMEAR_URL, "smear_registry.txt", "BCCD", SMEAR_URL_ENV
 )
