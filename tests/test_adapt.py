@@ -303,8 +303,9 @@ def test_an_image_unlike_the_training_images_is_said_once_per_job(
 
     familiar = few_cells.images[0]
     own = styles(base_model, list(few_cells.images))
+    # Training images centred on the familiar one, with their own spread.
     base_model.size_model = replace(
-        base_model.size_model, mean=tuple(own.mean(0)), std=tuple(own.std(0) + 1e-6)
+        base_model.size_model, mean=tuple(own[0]), std=tuple(own.std(0) + 1e-6)
     )
     assert unfamiliar_notice(base_model, familiar) == ""
     # A purple, grainy image: nothing like Dataset 1's yellow fields.

@@ -21,11 +21,11 @@ def batch(n: int = 6, size: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_the_smear_paints_the_background_and_leaves_the_white_cell():
-    images, masks = batch(n=12)
+    images, masks = batch(n=48)
     painted, new_masks = paste_smear(images, masks, torch.Generator().manual_seed(0), chance=1.0)
     kept = new_masks.flatten(1).ne(0).any(1) & new_masks.flatten(1).ne(IGNORE_INDEX).any(1)
     emptied = ~kept
-    assert 0 < int(emptied.sum()) < 12, "some patches become fields without a white cell"
+    assert 0 < int(emptied.sum()) < 24, "some patches become fields without a white cell"
     assert torch.equal(new_masks[kept], masks[kept])
     assert bool((new_masks[emptied] == 0).all()), "an empty field is background throughout"
     cell = ((masks == 1) | (masks == 2)) & kept.view(-1, 1, 1)

@@ -11,12 +11,27 @@ from gui_helpers import RUN_TIMEOUT_MS, dock, errors, infos, run_segment
 from napari_bloodcells.core.config import preset
 from napari_bloodcells.core.dataset import read_image
 from napari_bloodcells.core.events import run_to_end
-from napari_bloodcells.core.smear_fields import keep_inside, load_fields
+from napari_bloodcells.core.smear_fields import Field, load_fields
 from napari_bloodcells.core.train import train
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env")]
 
 BCCD = Path(__file__).resolve().parents[2] / "shared" / "data" / "BCCD-trainval"
+
+
+def painted(field: Field, pixels: np.ndarray) -> np.ndarray:
+    """What a user paints on a field: the white cell (its box's ellipse), its purple nucleus,
+    and everything else erased to background."""
+    from skimage.draw import ellipse
+
+    (box,) = field.white_cells
+    labels = np.zeros(pixels.shape[:2], np.uint8)
+    centre = ((box.y0 + box.y1) / 2, (box.x0 + box.x1) / 2)
+    rr, cc = ellipse(*centre, (box.y1 - box.y0) / 2, (box.x1 - box.x0) / 2, shape=labels.shape)
+    labels[rr, cc] = 1
+    purple = pixels[..., 2].astype(int) - pixels[..., 0].astype(int) > 25
+    labels[(labels == 1) & purple] = 2
+    return labels
 
 
 @pytest.fixture
@@ -43,12 +58,13 @@ def test_two_corrected_fields_are_kept_and_the_sentence_gives_both_numbers(
     state.current.set(dataset1_model, "a Dataset 1 model")
     fields = [f for f in load_fields(BCCD, "train") if len(f.white_cells) == 1][:2]
     for field in fields:
-        image = viewer.add_image(read_image(field.image_path), rgb=True, name=field.name)
+        pixels = read_image(field.image_path)
+        image = viewer.add_image(pixels, rgb=True, name=field.name)
         segment.image_layer.value = image
         segment.scale.value = 0.4
         labels = run_segment(qtbot, segment)
-        # What a user does with the eraser: everything outside the white cell goes.
-        labels.data = keep_inside(np.asarray(labels.data), field.white_cells)
+        # The red cells erased, the white cell painted: what the brush, eraser and fill do.
+        labels.data = painted(field, pixels)
         segment.corrected_layer.value = labels
         segment.add_button.native.click()
     assert len(state.training_set) == 2
