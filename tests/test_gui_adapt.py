@@ -145,3 +145,38 @@ def test_measure_adds_cells_a_sortable_table_and_a_row_click_centres_its_cell(
     segment.export_to(out)
     assert out.read_text().count("\n") == 4  # the header and three cells
     assert errors(notes) == []
+
+
+def test_measure_says_when_the_image_does_not_match_the_labels(viewer, notes, qtbot):
+    from skimage.draw import disk
+
+    segment = dock(viewer, "Segment")
+    classes = np.zeros((100, 120), np.uint8)
+    rr, cc = disk((50, 60), 25, shape=classes.shape)
+    classes[rr, cc] = 1
+    rr, cc = disk((50, 60), 10, shape=classes.shape)
+    classes[rr, cc] = 2
+    segment.image_layer.value = viewer.add_image(
+        np.zeros((80, 80, 3), np.uint8), rgb=True, name="another image"
+    )
+    segment.corrected_layer.value = viewer.add_labels(classes, name="corrected")
+    with qtbot.waitSignal(segment.run_finished, timeout=RUN_TIMEOUT_MS):
+        segment.measure_button.native.click()
+    [warning] = warnings_of(notes)
+    assert warning.startswith("The image 'another image' has shape (80, 80) but the labels")
+    assert "measured without their colours" in warning and "\n" not in warning
+    cells = viewer.layers["corrected cells"]
+    assert list(cells.features["cell"]) == [1], "the cells are still measured"
+    assert errors(notes) == []
+
+
+def test_the_corrected_labels_picker_moves_from_a_samples_labels_to_the_new_result(
+    viewer, cell_stack, qtbot, state
+):
+    segment = dock(viewer, "Segment")
+    state.current.set(untrained_model(), "a model")
+    segment.image_layer.value = viewer.add_image(cell_stack[0][0], rgb=True, name="cell")
+    sample_labels = viewer.add_labels(cell_stack[1][0].copy(), name="blood cells labels")
+    segment.corrected_layer.value = sample_labels
+    result = run_segment(qtbot, segment)
+    assert segment.corrected_layer.value.name == result.name == "cell segmentation"

@@ -245,6 +245,7 @@ def test_stop_ends_between_batches_and_keeps_the_model(
     assert isinstance(result.model, TrainedModel)
     assert state.current.model is result.model
     assert train_widget.progress.value < train_widget.progress.max
+    assert train_widget.progress_text.startswith("Stopped in epoch ")
     assert state.runs.training is None
 
 

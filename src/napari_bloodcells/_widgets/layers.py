@@ -239,6 +239,12 @@ def remembered_scale(layer: Layer | None) -> float | None:
     return None if value is None else float(value)
 
 
+def is_painted_prediction(layer: Layer) -> bool:
+    """Whether ``layer`` is a prediction this plugin wrote that the user has painted on since."""
+    record = layer.metadata.get(META_KEY, {})
+    return record.get("role") == SEGMENTATION and is_painted(layer)
+
+
 def is_unpainted_prediction(layer: Layer) -> bool:
     """Whether ``layer`` is a prediction this plugin wrote and nobody has painted on since."""
     record = layer.metadata.get(META_KEY, {})

@@ -44,6 +44,7 @@ from napari_bloodcells._widgets.layers import (
     META_KEY,
     SEGMENTATION,
     image_input,
+    is_painted_prediction,
     is_unpainted_prediction,
     lazy_image,
     mask_input,
@@ -433,12 +434,25 @@ class SegmentWidget(JobWidget):
         return None
 
     def _colours_for(self, labels: np.ndarray, index: int | None) -> np.ndarray | None:
-        """The chosen image's pixels if they match ``labels``, for the mean colours; else None."""
+        """The chosen image's pixels if they match ``labels``, for the mean colours; else None.
+
+        An image that does not match is said in one sentence: the user probably
+        chose the wrong layer, and the colour columns would silently stay empty.
+        """
+        image_layer = self.image_layer.value
         try:
-            pixels = image_input(self.image_layer.value, index).array
+            pixels = image_input(image_layer, index).array
         except BloodcellsError:
             return None  # no usable image: measure without colours
-        return pixels if pixels.shape[: labels.ndim] == labels.shape else None
+        if pixels.shape[: labels.ndim] == labels.shape:
+            return pixels
+        show_warning(
+            f"The image '{image_layer.name}' has shape {tuple(pixels.shape[: labels.ndim])} but "
+            f"the labels '{self.corrected_layer.value.name}' have shape {tuple(labels.shape)}, "
+            "so the cells are measured without their colours; choose the image the labels "
+            "belong to for the colour columns."
+        )
+        return None
 
     def export_csv(self, *_: object) -> None:
         """Write the last measurements to a CSV file chosen in a dialog."""
@@ -575,8 +589,10 @@ class SegmentWidget(JobWidget):
         self.last_layer = layer
         self.corrected_layer.reset_choices()
         picked = self.corrected_layer.value
-        if picked is None or is_unpainted_prediction(picked):
-            # Follow the newest result, but never away from a layer the user painted.
+        if picked is None or not is_painted_prediction(picked):
+            # Follow the newest result (away from a sample's or a file's labels too, which
+            # would invite adding the wrong layer), but never away from a result the user
+            # is correcting.
             self.corrected_layer.value = layer
         self.progress.value = _PROGRESS_STEPS
         self.status.value = f"Wrote '{layer.name}'."

@@ -174,6 +174,7 @@ class TrainWidget(JobWidget):
         self._summary = ""
         self._finetune = False
         self._start_file: Path | None = None
+        self._last_batch: BatchEnded | None = None
         self.fine_tune_row = button_row(self.fine_tune_button, self.undo_button)
         self.save_row = Container(
             widgets=[
@@ -266,6 +267,7 @@ class TrainWidget(JobWidget):
         self.result = None
         self._finetune = finetune
         self._start_file = init if isinstance(init, Path) else None
+        self._last_batch = None
         self.progress.value = 0
         self.progress_text = "Loading the data…"
         self.status.value = f"Training {init_text} on {data_text}."
@@ -416,6 +418,7 @@ class TrainWidget(JobWidget):
             self.status.value = event.description
         if isinstance(event, BatchEnded):
             self.progress.value = (event.epoch - 1) * self._batches_per_epoch + event.batch
+            self._last_batch = event
             self.progress_text = (
                 f"epoch {event.epoch}/{self._epochs}, batch "
                 f"{event.batch}/{event.batches_per_epoch} (loss {event.loss:.3f})"
@@ -444,6 +447,14 @@ class TrainWidget(JobWidget):
             self.progress_text = f"Loaded {event.pairs} image(s); building the model…"
         elif isinstance(event, TrainingFinished):
             self.status.value = self._summary
+            last = self._last_batch
+            if event.result.stopped_early and last is not None:
+                # The stopped epoch is still scored, which moved the bar to its end.
+                self.progress.value = (last.epoch - 1) * self._batches_per_epoch + last.batch
+                self.progress_text = (
+                    f"Stopped in epoch {last.epoch}/{self._epochs} after batch "
+                    f"{last.batch}/{last.batches_per_epoch}"
+                )
 
     def _finish(self, result: TrainingResult) -> None:
         self.result = result
