@@ -239,8 +239,9 @@ class TrainWidget(JobWidget):
         """Check the inputs, then train in a worker; problems become notifications.
 
         A run that continues a model follows the fine-tune schedule: a step
-        budget, replay of the model's own training data, and the starting model
-        kept unless a round beats it (:mod:`napari_bloodcells.core.adapt`).
+        budget, replay of the model's own training data, and the model kept that
+        does best on the held-out corrections, less what it forgot
+        (:mod:`napari_bloodcells.core.adapt`).
         """
         if self.running:
             show_error("Training is already running; press Stop first.")
