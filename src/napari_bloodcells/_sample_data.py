@@ -6,6 +6,7 @@ The dataset is downloaded (and verified) on first use; see
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,6 +18,8 @@ from napari_bloodcells.core.dataset import load_folder, read_image
 from napari_bloodcells.core.smear_fields import CREDIT, sample_fields
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from napari.types import LayerDataTuple
 
 SINGLE_CELL_INDEX = 0
@@ -32,8 +35,9 @@ def pad_stack(arrays: list[np.ndarray], fill: int = 0) -> np.ndarray:
     return np.stack([pad_to(a, height, width, fill) for a in arrays])
 
 
-def _dataset_with_progress():
-    """The dataset, showing napari's progress bar while files download on first use."""
+@contextlib.contextmanager
+def _download_progress(desc: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback that shows napari's bar once a download starts."""
     from napari.utils import progress
 
     bar = None
@@ -41,17 +45,23 @@ def _dataset_with_progress():
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = progress(total=total, desc="Downloading the blood-cell dataset")
+            bar = progress(total=total, desc=desc)
         bar.n = done
         bar.refresh()
         if done == total:
             bar.close()
 
     try:
-        return load_folder(bloodcell_folder(progress=update))
+        yield update
     finally:
         if bar is not None:
             bar.close()
+
+
+def _dataset_with_progress():
+    """The dataset, showing napari's progress bar while files download on first use."""
+    with _download_progress("Downloading the blood-cell dataset") as update:
+        return load_folder(bloodcell_folder(progress=update))
 
 
 def load_bloodcells_sample() -> list[LayerDataTuple]:
@@ -80,22 +90,8 @@ def load_smear_field_sample() -> list[LayerDataTuple]:
     Red cells in clumps, platelets and one white cell each: the images a
     microscopist corrects to adapt a model (docs/correct-and-retrain.md).
     """
-    from napari.utils import progress
-
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = progress(total=total, desc="Downloading the smear-field sample")
-        bar.n = done
-        bar.refresh()
-
-    try:
+    with _download_progress("Downloading the smear-field sample") as update:
         fields = sample_fields(progress=update)
-    finally:
-        if bar is not None:
-            bar.close()
     images = pad_stack([read_image(f.image_path) for f in fields])
     boxes = [
         np.array([[i, b.y0, b.x0], [i, b.y0, b.x1], [i, b.y1, b.x1], [i, b.y1, b.x0]])
