@@ -202,3 +202,38 @@ def test_export_without_the_extra_says_what_to_install(tmp_path, sample, monkeyp
     with pytest.raises(ConfigError, match=r"pip install 'napari-bloodcells\[bioimageio\]'"):
         export_package(untrained_model(), tmp_path / "m.zip", sample)
     assert not (tmp_path / "m.zip").exists()
+
+
+def _offline(monkeypatch, tmp_path) -> None:
+    """No dataset in the cache and nothing listening where it would be downloaded from."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("NAPARI_BLOODCELLS_DATA_URL", f"http://127.0.0.1:{port}/")
+    monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(tmp_path / "empty-cache"))
+
+
+def test_offline_export_takes_its_test_image_from_the_models_own_folder(
+    tmp_path, few_cells, make_folder, monkeypatch, capsys
+):
+    folder = make_folder(few_cells.subset(range(2)), tmp_path / "my-cells")
+    model = untrained_model(native=True)
+    model.config = {"data_source": str(folder)}
+    checkpoint = save_checkpoint(model, tmp_path / "model.pt")
+    _offline(monkeypatch, tmp_path)
+    package = tmp_path / "model.zip"
+    argv = ["export", str(checkpoint), "--out", str(package), "--formats", "pytorch_state_dict"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert package.is_file()
+
+
+def test_offline_export_with_no_image_to_take_says_to_pass_one(tmp_path, monkeypatch, capsys):
+    checkpoint = save_checkpoint(untrained_model(native=True), tmp_path / "model.pt")
+    _offline(monkeypatch, tmp_path)
+    argv = ["export", str(checkpoint), "--out", str(tmp_path / "m.zip")]
+    assert cli.main(argv) == cli.EXIT_USER_ERROR
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and message.endswith("(export --sample IMAGE).")
+    assert not (tmp_path / "m.zip").exists()

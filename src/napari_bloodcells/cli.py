@@ -624,7 +624,7 @@ def _export(args: argparse.Namespace) -> int:
         license=args.license,
         formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
     )
-    sample = sample_image(args.sample, _file_progress("download"))
+    sample = sample_image(args.sample, _file_progress("download"), model)
     with _StopOnCtrlC() as stop:
         job = export_job(model, args.out, sample, settings, should_stop=stop)
         while True:

@@ -90,7 +90,7 @@ def _export_job(
     """Export in a worker; the blood-cell sample image is read (or fetched) there if needed."""
     if sample is None:
         yield JobStep("Reading a sample image for the package…")
-        sample = sample_image()
+        sample = sample_image(model=model)
     written = yield from export_job(model, path, sample, should_stop=should_stop)
     if written is not None:
         yield written

@@ -45,7 +45,7 @@ from napari_bloodcells.core.measure import (
 from napari_bloodcells.core.package import is_package, load_package
 from napari_bloodcells.core.scale import ScaleEstimate, estimate_scale, unfamiliar_notice
 from napari_bloodcells.core.train import train
-from napari_bloodcells.errors import ConfigError, DataError
+from napari_bloodcells.errors import ConfigError, DataError, DownloadError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Sequence
@@ -108,19 +108,40 @@ def load_model(source: ModelSource, device: torch.device | str | None = None) ->
 BLOODCELL_SOURCE = SOURCE_NAME
 
 
-def sample_image(path: Path | None = None, progress: Progress | None = None) -> np.ndarray:
-    """An RGB image to show what a model does: ``path``, or the blood-cell sample's first.
+def sample_image(
+    path: Path | None = None,
+    progress: Progress | None = None,
+    model: TrainedModel | None = None,
+) -> np.ndarray:
+    """An RGB image to show what a model does.
 
-    The blood-cell dataset is read from the cache, or downloaded once.
+    In order: ``path``; the first image of the folder ``model`` records it was
+    trained on, when that folder is still there; the blood-cell sample's first
+    image, read from the cache or downloaded once.
 
     Raises
     ------
-    DataError, DownloadError
-        If the image cannot be read or the dataset cannot be fetched.
+    DataError
+        If the image cannot be read.
+    DownloadError
+        If the dataset is needed and cannot be fetched; the sentence says to
+        pass a sample image.
     """
     if path is not None:
         return read_image(path)
-    folder = bloodcell_folder(progress=progress) / "images" / "all"
+    recorded = str(model.config.get("data_source", "")) if model is not None else ""
+    if recorded and recorded != BLOODCELL_SOURCE:
+        images = Path(recorded) / "images"
+        files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            return read_image(files[0])
+    try:
+        folder = bloodcell_folder(progress=progress) / "images" / "all"
+    except DownloadError as exc:
+        raise DownloadError(
+            f"{str(exc).removesuffix('.')}; or give the package's test image yourself "
+            "(export --sample IMAGE)."
+        ) from exc
     first = min(folder.iterdir(), key=lambda p: p.name)
     return read_image(first)
 
