@@ -26,7 +26,7 @@ from gui_helpers import (
     use_layers,
 )
 from napari_bloodcells._widgets.data_picker import FROM_FOLDER
-from napari_bloodcells._widgets.train_widget import TrainWidget, recovery_path
+from napari_bloodcells._widgets.train_widget import TrainWidget
 from napari_bloodcells.core.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env")]
@@ -45,7 +45,6 @@ def test_closing_napari_while_training_stops_the_worker_and_keeps_the_model(
     image, labels = add_cells(viewer, cell_stack, count=6)
     use_layers(widget, image, labels)
     tiny_run(widget, epochs=100)
-    recovery_path().unlink(missing_ok=True)  # the cache is shared: no file from another test
 
     widget.start_button.native.click()
     worker = widget.worker
@@ -70,7 +69,8 @@ def test_closing_napari_while_training_stops_the_worker_and_keeps_the_model(
     assert state.current.model is result.model
 
     # The best model is on disk, and the user was told where.
-    path = recovery_path()
+    path = widget.recovery_file
+    assert path is not None
     saved = load_checkpoint(path)
     assert saved.spec == result.model.spec
     assert saved.metrics["best_epoch"] == 1
@@ -321,7 +321,10 @@ def test_a_stopped_run_does_not_replace_a_better_model_scored_on_the_same_images
     with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS):
         widget.start()
     first = state.current.model
-    assert first is not None
+    first_copy = widget.recovery_file
+    assert first is not None and first_copy is not None
+    assert any(str(first_copy) in m for m in infos(notes)), "named as the first run's copy"
+    first_bytes = first_copy.read_bytes()
     first.metrics["best_dev_score"] = 2.0  # no run can beat it (Dice is at most 1)
 
     tiny_run(widget, epochs=3)
@@ -330,7 +333,9 @@ def test_a_stopped_run_does_not_replace_a_better_model_scored_on_the_same_images
     result = finished.args[0]
     assert result.stopped_early and result.best_epoch >= 1
     assert state.current.model is first
-    assert any("beats this run's best" in m and "stays current" in m for m in infos(notes))
+    [lost] = [m for m in infos(notes) if "beats this run's best" in m and "stays current" in m]
+    assert widget.recovery_file != first_copy and str(widget.recovery_file) in lost
+    assert first_copy.read_bytes() == first_bytes, "the better run's copy is not overwritten"
 
     # A stopped run that beats the current model replaces it, as before.
     first.metrics["best_dev_score"] = -1.0

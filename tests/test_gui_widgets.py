@@ -35,7 +35,7 @@ from napari_bloodcells._widgets.data_picker import (
 )
 from napari_bloodcells._widgets.options import FROM_CURRENT, FROM_FILE
 from napari_bloodcells._widgets.segment_widget import MODEL_FILE, SegmentWidget
-from napari_bloodcells._widgets.train_widget import TrainWidget, recovery_path
+from napari_bloodcells._widgets.train_widget import TrainWidget
 from napari_bloodcells.core.bloodcell_dataset import DATASET_FOLDER
 from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from napari_bloodcells.core.classes import BLOODCELL_CLASSES
@@ -204,8 +204,8 @@ def test_training_updates_progress_plot_preview_and_session(
     # The model is shared with the Segment widget, and recoverable from disk.
     assert state.current.model is result.model
     assert "Current model" in segment_widget.model_info.value
-    assert recovery_path().is_file()
-    assert str(recovery_path()) in train_widget.recovery_label.value
+    assert train_widget.recovery_file is not None and train_widget.recovery_file.is_file()
+    assert str(train_widget.recovery_file) in train_widget.recovery_label.value
     assert train_widget.start_button.enabled and not train_widget.stop_button.enabled
 
     target = tmp_path / "cells-model"

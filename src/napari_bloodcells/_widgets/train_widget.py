@@ -9,8 +9,7 @@ model, which the Segment widget applies.
 
 from __future__ import annotations
 
-import os
-from dataclasses import replace
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,23 +61,35 @@ if TYPE_CHECKING:
 
     from napari_bloodcells.core.checkpoint import TrainedModel
 
-RECOVERY_NAME = "last-training.pt"
-FINE_TUNE_NAME = "fine-tune.pt"
+RECOVERY_FOLDER = "recovery"
+RUNS_KEPT = 5
+"""Recovery files of the newest runs kept; older ones are removed when a run starts."""
 
 
-def recovery_path() -> Path:
-    """Where a run keeps its best model while it trains (overwritten by the next run).
+def recovery_dir() -> Path:
+    """Where each run keeps its best model while it trains (``<cache>/recovery``)."""
+    return cache_dir() / RECOVERY_FOLDER
 
-    A fine-tune keeps its candidates in :func:`fine_tune_path` instead, and
-    moves them here only if its model replaces the current one: a fine-tune
-    that beats nothing never overwrites the copy of a better model.
+
+def new_recovery_path(kind: str = "training") -> Path:
+    """A file of its own for one run's best model, named by when it started.
+
+    One file per run: a stopped run that loses to the current model must not
+    overwrite the copy of the better run that a notification already named.
+    The oldest files beyond :data:`RUNS_KEPT` are removed.
     """
-    return cache_dir() / "recovery" / RECOVERY_NAME
-
-
-def fine_tune_path() -> Path:
-    """Where a fine-tune keeps its best candidate while it runs."""
-    return cache_dir() / "recovery" / FINE_TUNE_NAME
+    folder = recovery_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+    for old in runs[: max(0, len(runs) - RUNS_KEPT + 1)]:
+        old.unlink(missing_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder / f"{kind}-{stamp}.pt"
+    n = 1
+    while path.exists():
+        n += 1
+        path = folder / f"{kind}-{stamp}-{n}.pt"
+    return path
 
 
 def _export_job(
@@ -175,6 +186,8 @@ class TrainWidget(JobWidget):
         self._finetune = False
         self._start_file: Path | None = None
         self._last_batch: BatchEnded | None = None
+        self.recovery_file: Path | None = None
+        """The file the last run started keeps its best model in."""
         self.fine_tune_row = button_row(self.fine_tune_button, self.undo_button)
         self.save_row = Container(
             widgets=[
@@ -273,7 +286,7 @@ class TrainWidget(JobWidget):
         self.progress_text = "Loading the data…"
         self.status.value = f"Training {init_text} on {data_text}."
         self.preview.clear()
-        path = fine_tune_path() if finetune else recovery_path()
+        path = self.recovery_file = new_recovery_path("fine-tune" if finetune else "training")
         self.recovery_label.value = f"Best model so far is kept in {path}"
         try:
             self.run_job(training_job, config, data, init, checkpoint_path=path)
@@ -460,7 +473,8 @@ class TrainWidget(JobWidget):
     def _finish(self, result: TrainingResult) -> None:
         self.result = result
         if result.kept_start:
-            fine_tune_path().unlink(missing_ok=True)
+            if self.recovery_file is not None:  # it holds the start, which is saved elsewhere
+                self.recovery_file.unlink(missing_ok=True)
             self._summary = result.reason
             if self._start_file is not None:
                 # The start was a file, not the current model: the model the user chose to
@@ -509,10 +523,6 @@ class TrainWidget(JobWidget):
             f"{how} in this session, epoch {result.best_epoch}{scores}",
             undoable=self._finetune,
         )
-        if self._finetune and result.saved_to is not None:
-            # This run's model replaced the current one: it is now the one to recover.
-            os.replace(result.saved_to, recovery_path())
-            result = self.result = replace(result, saved_to=recovery_path())
         kept = f" A copy is in {result.saved_to}." if result.saved_to else ""
         if self._finetune:  # the reason names the kept candidate with both numbers
             self._summary = result.reason
