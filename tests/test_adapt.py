@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -267,7 +269,14 @@ def test_the_outcome_names_both_numbers_and_what_was_kept():
     worse = Candidate("round 2", (0.9, 0.71, 0.93), 0.90, 0.77)
     refused = outcome_sentence(start, start, names, held_out=False, best_round=worse)
     assert "cytoplasm 0.70 → 0.71" in refused and "-0.050" in refused
-    assert "too few to hold any out" in refused and refused.endswith("starting model is kept.")
+    assert "too few to hold any out" in refused
+    assert refused.endswith(
+        "that is a gain smaller than what it forgot, so the starting model is kept."
+    )
+    lost = outcome_sentence(
+        start, start, names, held_out=True, best_round=replace(worse, dice=(0.9, 0.6, 0.9))
+    )
+    assert lost.endswith("that is no gain, so the starting model is kept.")
 
 
 def test_a_finetune_with_held_out_corrections_says_both_numbers(
@@ -295,8 +304,6 @@ def test_style_distance_is_one_on_average_over_the_fit_images():
 def test_an_image_unlike_the_training_images_is_said_once_per_job(
     base_model, few_cells, tmp_path, data_env
 ):
-    from dataclasses import replace
-
     from PIL import Image
 
     from napari_bloodcells.core.jobs import segment_files, segmentation_job

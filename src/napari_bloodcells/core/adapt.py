@@ -245,9 +245,11 @@ def outcome_sentence(
         own = f"; the model's own data: {shown.reference - start.reference:+.3f}"
     if shown is kept:
         return f"{whose}: {pairs}{own}; kept {kept.name}."
+    gained = sum(shown.dice[1:]) > sum(start.dice[1:])
+    why = "a gain smaller than what it forgot" if gained else "no gain"
     return (
-        f"{whose}: {pairs} with {shown.name}, the best tried{own}; that is no gain once "
-        "forgetting counts, so the starting model is kept."
+        f"{whose}: {pairs} with {shown.name}, the best tried{own}; that is {why}, so the "
+        "starting model is kept."
     )
 
 
