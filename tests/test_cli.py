@@ -45,7 +45,9 @@ def test_train_writes_model_metrics_and_curves(trained, capsys):
 
 def test_train_reports_device_and_epochs(small_folder, tmp_path, capsys):
     out = tmp_path / "m.pt"
-    assert cli.main(["train", "--data", str(small_folder), *TINY, "--out", str(out)]) == 0
+    argv = ["train", "--data", str(small_folder), *TINY, "--smear", "0.3", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert load_checkpoint(out).config["smear"] == 0.3
     printed = capsys.readouterr().out
     assert "Training on cpu" in printed
     assert "epoch 1/1" in printed

@@ -104,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     train.add_argument("--precision", choices=options_of(TrainConfig, "precision"))
     train.add_argument(
+        "--smear",
+        type=float,
+        help="share of training patches given red cells and platelets as background, as whole "
+        "smear fields have (default preset: 0.5; 0 turns it off)",
+    )
+    train.add_argument(
         "--scale",
         type=float,
         help="resize the training pairs by this factor first, as segment --scale does",
@@ -335,6 +341,7 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         scale=args.scale,
+        smear=args.smear,
     )
     if args.init is not None and args.epochs is None:
         config = config.with_changes(schedule="finetune")
