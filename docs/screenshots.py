@@ -16,6 +16,10 @@ docs/images/:
     layout-1066x651.png             napari's opening window while training: the docks are tabs,
     layout-1066x651-segment.png     Train shows progress, curves and preview; the Segment tab
     layout-1600x1000.png            a large window: both docks at once, during training
+    field-1-segment.png             with --field-model: a whole smear field (BCCD) segmented by a
+                                    model that paints red cells as white cells
+    field-2-erase.png               everything outside the white cell erased, added to the set
+    field-3-next.png                two fields corrected, fine-tuned, and the next field segmented
 
 To keep it quick the sample is cut to its first 24 images and the walkthrough's
 training runs 2 epochs of the ``seed`` preset on the CPU. The overview shows what
@@ -46,6 +50,7 @@ from _common import settle, wait_for  # noqa: E402
 
 OUT = HERE / "images"
 SHARED = HERE.parents[1] / "shared" / "data" / "segmentation_WBC"
+SHARED_FIELDS = HERE.parents[1] / "shared" / "data" / "BCCD-trainval"
 WINDOW = (1400, 900)
 MAX_BYTES = 400_000
 IMAGES = 24
@@ -177,14 +182,76 @@ def layout_shots() -> None:
         viewer.close()
 
 
+def field_shots(model: Path) -> None:
+    """The loop on whole smear fields of another microscope: segment, erase, add, fine-tune."""
+    import napari
+
+    from napari_bloodcells._widgets.data_picker import FROM_SESSION
+    from napari_bloodcells._widgets.options import FROM_FILE
+    from napari_bloodcells._widgets.segment_widget import MODEL_CURRENT, MODEL_FILE
+    from napari_bloodcells.core.smear_fields import keep_inside, sample_fields
+
+    viewer = napari.Viewer(title="napari-bloodcells", show=True)
+    viewer.window._qt_window.resize(*WINDOW)
+    _, train = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Train")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Segment")
+    settle()
+    viewer.open_sample("napari-bloodcells", "smear_field")
+    fields = sample_fields()
+    stack, boxes = viewer.layers["smear fields"], viewer.layers["white cells (BCCD boxes)"]
+    segment.model_source.value = MODEL_FILE
+    segment.model_file.value = model
+    for index in (0, 1):
+        image = viewer.add_image(stack.data[index], rgb=True, name=fields[index].name)
+        stack.visible = boxes.visible = False
+        segment.image_layer.value = image
+        segment.scale.value = 0.4
+        labels = wait_for_result(segment.run_finished, segment.segment)
+        dismiss_notifications(viewer)
+        if index == 0:
+            save(viewer, "field-1-segment.png")
+        # The red cells erased: what the eraser and the fill bucket with label 0 do.
+        labels.data = keep_inside(np.asarray(labels.data), fields[index].white_cells)
+        segment.corrected_layer.value = labels
+        segment.add_to_training_set()
+        if index == 0:
+            save(viewer, "field-2-erase.png")
+        image.visible = labels.visible = False
+    # Fine-tune the model file on the two corrected fields; the model kept becomes current.
+    train.settings.continue_from.value = FROM_FILE
+    train.settings.init_file.value = model
+    train.data.source.value = FROM_SESSION
+    wait_for_result(train.run_finished, train.start)
+    segment.model_source.value = MODEL_CURRENT
+    nxt = viewer.add_image(stack.data[2], rgb=True, name=fields[2].name)
+    segment.image_layer.value = nxt
+    again = wait_for_result(segment.run_finished, segment.segment)
+    viewer.layers.selection.active = again
+    dismiss_notifications(viewer)
+    save(viewer, "field-3-next.png")
+    viewer.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--model", type=Path, help="a trained checkpoint for overview.png")
     parser.add_argument("--layout-only", action="store_true", help="only the layout-*.png pictures")
+    parser.add_argument(
+        "--field-model",
+        type=Path,
+        help="a model that paints red cells as white cells, for the field-*.png walkthrough",
+    )
+    parser.add_argument("--fields-only", action="store_true", help="only the field-*.png pictures")
     args = parser.parse_args(argv)
     if SHARED.is_dir():
         os.environ.setdefault("NAPARI_BLOODCELLS_DATA_URL", str(SHARED))
+    if SHARED_FIELDS.is_dir():
+        os.environ.setdefault("NAPARI_BLOODCELLS_SMEAR_URL", str(SHARED_FIELDS))
     OUT.mkdir(exist_ok=True)
+    if args.field_model is not None:
+        field_shots(args.field_model)
+    if args.fields_only:
+        return
     layout_shots()
     if args.layout_only:
         return
