@@ -46,7 +46,8 @@ _MAX_CROPS = 4
 UNFAMILIAR_DISTANCE = 1.4
 """Style distance (:meth:`SizeModel.distance`) above which an image is called unlike the
 training images. The size model's own fit images lie at 1 on average by construction;
-Dataset 1's dev images at 0.61-1.25, BCCD smear fields at 1.54-1.66 (docs/benchmarks.md)."""
+with the default model, Dataset 1's dev images lie at 0.64-1.28 and BCCD smear fields at
+1.42-1.68 (docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class SizeModel:
 
     def predict(self, style: np.ndarray) -> float:
         """The resize factor for an image of this style."""
-        z = (np.asarray(style, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.std)
+        z = self._standardised(style)
         w = np.asarray(self.weights)
         return math.exp(float(z @ w[:-1] + w[-1]))
 
@@ -79,8 +80,14 @@ class SizeModel:
         1 by construction, whatever the network, so one threshold
         (:data:`UNFAMILIAR_DISTANCE`) serves every model.
         """
-        z = (np.asarray(style, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.std)
+        z = self._standardised(style)
         return float(np.sqrt(np.mean(z * z)))
+
+    def _standardised(self, style: np.ndarray) -> np.ndarray:
+        z: np.ndarray = (np.asarray(style, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(
+            self.std
+        )
+        return z
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type representation for checkpoints."""
