@@ -12,7 +12,7 @@ from napari_bloodcells.core.jobs import load_training_data
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from napari_bloodcells.core.dataset import SegmentationData
+    from napari_bloodcells.core.data.dataset import SegmentationData
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "segmentation_WBC"
 

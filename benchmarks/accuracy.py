@@ -15,12 +15,12 @@ import argparse
 import time
 
 from _common import bloodcell_data, write_json
-from napari_bloodcells.core.config import preset
-from napari_bloodcells.core.dataset import split_indices
+from napari_bloodcells.core.base.metrics import score_labels
+from napari_bloodcells.core.data.dataset import split_indices
 from napari_bloodcells.core.events import EpochEnded, TrainingFinished
-from napari_bloodcells.core.infer import segment_image
-from napari_bloodcells.core.metrics import score_labels
-from napari_bloodcells.core.train import train
+from napari_bloodcells.core.inference.tiled import segment_image
+from napari_bloodcells.core.training.config import preset
+from napari_bloodcells.core.training.loop import train
 
 
 def main() -> None:

@@ -33,11 +33,11 @@ from PIL import Image
 from skimage.color import combine_stains, hed_from_rgb, separate_stains
 
 from _common import bloodcell_data, hardware
-from napari_bloodcells.core.checkpoint import load_checkpoint
-from napari_bloodcells.core.dataset import SegmentationData, split_indices
-from napari_bloodcells.core.infer import segment_image
-from napari_bloodcells.core.metrics import score_labels
-from napari_bloodcells.core.scale import estimate_scale
+from napari_bloodcells.core.base.metrics import score_labels
+from napari_bloodcells.core.data.dataset import SegmentationData, split_indices
+from napari_bloodcells.core.inference.magnification import estimate_scale
+from napari_bloodcells.core.inference.tiled import segment_image
+from napari_bloodcells.core.model.checkpoint import load_checkpoint
 
 # Another colour basis: haematoxylin pulled towards violet, eosin towards magenta,
 # as Wright-Giemsa smears look beside Dataset 1's.

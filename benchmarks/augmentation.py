@@ -26,12 +26,12 @@ import numpy as np
 
 from _common import bloodcell_data, hardware
 from adaptation import dice, magnify, new_microscope
-from napari_bloodcells.core.checkpoint import save_checkpoint
-from napari_bloodcells.core.config import preset
-from napari_bloodcells.core.dataset import split_indices
+from napari_bloodcells.core.data.dataset import split_indices
 from napari_bloodcells.core.events import run_to_end
-from napari_bloodcells.core.scale import estimate_scale
-from napari_bloodcells.core.train import train
+from napari_bloodcells.core.inference.magnification import estimate_scale
+from napari_bloodcells.core.model.checkpoint import save_checkpoint
+from napari_bloodcells.core.training.config import preset
+from napari_bloodcells.core.training.loop import train
 
 OFF = {"stain_jitter": 0.0, "hue_jitter": 0.0, "grayscale": 0.0, "blur": 0.0, "zoom_jitter": 1.0}
 """The optional parts switched off: the augmentation of the first version."""

@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 
 def reference(epochs: int) -> None:
     """The notebook's loop, ``epochs`` epochs, in this process."""
-    from napari_bloodcells.core.bloodcell_dataset import DATASET_FOLDER
-    from napari_bloodcells.core.download import cache_dir
+    from napari_bloodcells.core.data.bloodcell_dataset import DATASET_FOLDER
+    from napari_bloodcells.core.data.download import cache_dir
     from speed import ReferenceLoop
 
     loop = ReferenceLoop(cache_dir() / DATASET_FOLDER)

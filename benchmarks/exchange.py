@@ -29,8 +29,8 @@ from _common import bloodcell_data, hardware, median, write_json
 
 
 def dev_images():
-    from napari_bloodcells.core.config import TrainConfig
-    from napari_bloodcells.core.dataset import split_indices
+    from napari_bloodcells.core.data.dataset import split_indices
+    from napari_bloodcells.core.training.config import TrainConfig
 
     data = bloodcell_data()
     reference = TrainConfig()
@@ -39,7 +39,7 @@ def dev_images():
 
 
 def identical_share(a_model, b_model, images) -> float:
-    from napari_bloodcells.core.infer import segment_image
+    from napari_bloodcells.core.inference.tiled import segment_image
 
     same = total = 0
     for image in images:
@@ -50,7 +50,7 @@ def identical_share(a_model, b_model, images) -> float:
 
 
 def megapixels_per_second(model, size: int, runs: int = 3) -> float:
-    from napari_bloodcells.core.infer import segment_image
+    from napari_bloodcells.core.inference.tiled import segment_image
 
     rng = np.random.default_rng(0)
     cells = bloodcell_data().images
@@ -76,10 +76,10 @@ def main() -> None:
 
     from bioimageio.core import test_model
 
-    from napari_bloodcells.core.checkpoint import load_checkpoint
-    from napari_bloodcells.core.export import export_package
+    from napari_bloodcells.core.exchange.export import export_package
+    from napari_bloodcells.core.exchange.onnx_network import load_onnx_model
     from napari_bloodcells.core.jobs import load_model
-    from napari_bloodcells.core.onnx_network import load_onnx_model
+    from napari_bloodcells.core.model.checkpoint import load_checkpoint
 
     print(hardware())
     images = dev_images()

@@ -121,7 +121,6 @@ def phases(run_epochs: int | None = None) -> dict:
     """One default run in this process, with the time of each part (``run_epochs``: fewer)."""
     import dataclasses
 
-    from napari_bloodcells.core.config import preset
     from napari_bloodcells.core.events import (
         DataReady,
         EpochEnded,
@@ -129,6 +128,7 @@ def phases(run_epochs: int | None = None) -> dict:
         TrainingStarted,
     )
     from napari_bloodcells.core.jobs import training_job
+    from napari_bloodcells.core.training.config import preset
 
     marks: dict[str, float] = {"imports done": time.perf_counter() - _STARTED}
     epochs: list[float] = []
@@ -157,9 +157,9 @@ def phases(run_epochs: int | None = None) -> dict:
 
 def sweep(variants: list[tuple[int, float, int, int]]) -> list[dict]:
     """``train`` seconds and dev Dice for (batch, lr, epochs) variants of the default preset."""
-    from napari_bloodcells.core.config import preset
     from napari_bloodcells.core.events import run_to_end
-    from napari_bloodcells.core.train import train
+    from napari_bloodcells.core.training.config import preset
+    from napari_bloodcells.core.training.loop import train
 
     data = bloodcell_data()
     rows = []
@@ -188,12 +188,12 @@ def sweep(variants: list[tuple[int, float, int, int]]) -> list[dict]:
 
 def inference(cases: list[tuple[int, int, int, int]]) -> list[dict]:
     """MP/s and peak GPU memory of tiled ``segment`` for (side, tile, overlap, batch)."""
-    from napari_bloodcells.core.checkpoint import TrainedModel
-    from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-    from napari_bloodcells.core.config import preset
+    from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
     from napari_bloodcells.core.events import run_to_end
-    from napari_bloodcells.core.infer import TileSettings, segment
-    from napari_bloodcells.core.models import build_model
+    from napari_bloodcells.core.inference.tiled import TileSettings, segment
+    from napari_bloodcells.core.model.networks import build_model
+    from napari_bloodcells.core.model.trained import TrainedModel
+    from napari_bloodcells.core.training.config import preset
 
     config = preset("default")
     spec = config.spec(3)

@@ -174,10 +174,11 @@ def segment_stalls(args: argparse.Namespace) -> None:
 
     from _common import wait_for
     from napari_bloodcells._widgets.state import state_of
-    from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint
-    from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-    from napari_bloodcells.core.config import preset
-    from napari_bloodcells.core.models import NOTEBOOK_UNET, ModelSpec, build_model
+    from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
+    from napari_bloodcells.core.model.checkpoint import load_checkpoint
+    from napari_bloodcells.core.model.networks import NOTEBOOK_UNET, ModelSpec, build_model
+    from napari_bloodcells.core.model.trained import TrainedModel
+    from napari_bloodcells.core.training.config import preset
 
     if args.model:
         model = load_checkpoint(args.model)

@@ -35,11 +35,11 @@ def _case(size: int, network: str, tiles: str, precision: str, repeats: int) -> 
     import numpy as np
     import torch
 
-    from napari_bloodcells.core.checkpoint import TrainedModel
-    from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-    from napari_bloodcells.core.config import CPU_NETWORK, preset
-    from napari_bloodcells.core.infer import TileSettings, segment_image
-    from napari_bloodcells.core.models import build_model
+    from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
+    from napari_bloodcells.core.inference.tiled import TileSettings, segment_image
+    from napari_bloodcells.core.model.networks import build_model
+    from napari_bloodcells.core.model.trained import TrainedModel
+    from napari_bloodcells.core.training.config import CPU_NETWORK, preset
 
     config = preset("default")
     if network == "cpu":

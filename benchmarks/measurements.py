@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from _common import bloodcell_data, hardware
-from napari_bloodcells.core.calibrate import add_to_head, fit_class_offsets
-from napari_bloodcells.core.checkpoint import load_checkpoint
-from napari_bloodcells.core.dataset import split_indices
-from napari_bloodcells.core.infer import segment_image
-from napari_bloodcells.core.measure import measure_cells
-from napari_bloodcells.core.metrics import ConfusionMatrix
+from napari_bloodcells.core.base.metrics import ConfusionMatrix
+from napari_bloodcells.core.data.dataset import split_indices
+from napari_bloodcells.core.inference.tiled import segment_image
+from napari_bloodcells.core.measure.cells import measure_cells
+from napari_bloodcells.core.model.checkpoint import load_checkpoint
+from napari_bloodcells.core.training.calibrate import add_to_head, fit_class_offsets
 
 
 def largest_cell_ratio(labels: np.ndarray) -> float:

@@ -58,7 +58,7 @@ def main() -> None:
     import napari
 
     from napari_bloodcells._widgets.state import state_of
-    from napari_bloodcells.core.checkpoint import load_checkpoint
+    from napari_bloodcells.core.model.checkpoint import load_checkpoint
 
     print(hardware(), flush=True)
     viewer = napari.Viewer(show=True)

@@ -30,23 +30,27 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from _common import bloodcell_data, hardware, median, write_json
-from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint
-from napari_bloodcells.core.dataset import read_image, split_indices
-from napari_bloodcells.core.infer import segment_image
-from napari_bloodcells.core.metrics import score_labels
-from napari_bloodcells.core.scale import estimate_scale
-from napari_bloodcells.core.smear_fields import (
+from napari_bloodcells.core.base.metrics import score_labels
+from napari_bloodcells.core.data.dataset import read_image, split_indices
+from napari_bloodcells.core.data.smear_fields import (
     Field,
     NucleusScore,
     keep_inside,
     load_fields,
     score_nucleus,
 )
+from napari_bloodcells.core.inference.magnification import estimate_scale
+from napari_bloodcells.core.inference.tiled import segment_image
+from napari_bloodcells.core.model.checkpoint import load_checkpoint
+
+if TYPE_CHECKING:
+    from napari_bloodcells.core.model.trained import TrainedModel
 
 FIELDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "BCCD-trainval"
 

@@ -24,13 +24,13 @@ from torch.utils.data import DataLoader, Dataset, random_split
 from torchvision import transforms
 
 from _common import bloodcell_data, median
-from napari_bloodcells.core.bloodcell_dataset import DATASET_FOLDER
-from napari_bloodcells.core.config import preset
-from napari_bloodcells.core.dataset import NOTEBOOK_SEED
-from napari_bloodcells.core.download import cache_dir
+from napari_bloodcells.core.data.bloodcell_dataset import DATASET_FOLDER
+from napari_bloodcells.core.data.dataset import NOTEBOOK_SEED
+from napari_bloodcells.core.data.download import cache_dir
 from napari_bloodcells.core.events import EpochEnded
-from napari_bloodcells.core.models import ConvBlock, NotebookUNet
-from napari_bloodcells.core.train import train
+from napari_bloodcells.core.model.networks import ConvBlock, NotebookUNet
+from napari_bloodcells.core.training.config import preset
+from napari_bloodcells.core.training.loop import train
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -62,7 +62,7 @@ def notebook_unet() -> NotebookUNet:
     """The U-Net as the notebook builds it: the same layers, with torch's own ``nn.ELU``.
 
     The package's U-Net computes ELU with vectorised ``exp`` (see
-    ``napari_bloodcells.core.models.ELU``); the reference keeps ATen's.
+    ``napari_bloodcells.core.model.networks.ELU``); the reference keeps ATen's.
     """
     model = NotebookUNet()
     for block in model.modules():

@@ -189,7 +189,7 @@ def field_shots(model: Path) -> None:
     from napari_bloodcells._widgets.data_picker import FROM_SESSION
     from napari_bloodcells._widgets.options import FROM_FILE
     from napari_bloodcells._widgets.segment_widget import MODEL_CURRENT, MODEL_FILE
-    from napari_bloodcells.core.smear_fields import keep_inside, sample_fields
+    from napari_bloodcells.core.data.smear_fields import keep_inside, sample_fields
 
     viewer = napari.Viewer(title="napari-bloodcells", show=True)
     viewer.window._qt_window.resize(*WINDOW)

@@ -22,10 +22,10 @@ def untrained_model(
     """
     import torch
 
-    from napari_bloodcells.core.checkpoint import TrainedModel
-    from napari_bloodcells.core.classes import BLOODCELL_CLASSES, ClassInfo
-    from napari_bloodcells.core.config import preset
-    from napari_bloodcells.core.models import NOTEBOOK_UNET, ModelSpec, build_model
+    from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES, ClassInfo
+    from napari_bloodcells.core.model.networks import NOTEBOOK_UNET, ModelSpec, build_model
+    from napari_bloodcells.core.model.trained import TrainedModel
+    from napari_bloodcells.core.training.config import preset
 
     torch.manual_seed(0)
     classes = (
@@ -120,7 +120,7 @@ class BadInputs:
         """A model file spoiled as ``case`` (a key of :attr:`CHECKPOINTS`)."""
         import torch
 
-        from napari_bloodcells.core import checkpoint
+        from napari_bloodcells.core.model import checkpoint
 
         path = self.root / f"{case.replace(' ', '-')}.pt"
         if case == "foreign checkpoint":
@@ -139,7 +139,7 @@ class BadInputs:
 
     def two_class_checkpoint(self) -> Path:
         """A valid model whose classes (background, cell) do not cover the blood-cell labels."""
-        from napari_bloodcells.core.checkpoint import save_checkpoint
+        from napari_bloodcells.core.model.checkpoint import save_checkpoint
 
         return save_checkpoint(
             untrained_model(("background", "cell")), self.root / "two-classes.pt"

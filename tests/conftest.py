@@ -29,7 +29,7 @@ SHARED_FIELDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "BCCD-
 
 
 def _local_dataset() -> Path:
-    from napari_bloodcells.core.download import URL_ENV, fetch_raw
+    from napari_bloodcells.core.data.download import URL_ENV, fetch_raw
     from napari_bloodcells.errors import DownloadError
 
     source = os.environ.get(URL_ENV, "")
@@ -47,7 +47,7 @@ def pytest_report_header(config) -> str:
     """Which precision "auto" runs in, so that a run's log says what it tested."""
     import torch
 
-    from napari_bloodcells.core.device import FAST_BF16_ENV, autocast_dtype
+    from napari_bloodcells.core.base.device import FAST_BF16_ENV, autocast_dtype
 
     cpu = "bf16" if autocast_dtype("auto", torch.device("cpu")) else "fp32"
     forced = os.environ.get(FAST_BF16_ENV)
@@ -64,7 +64,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def session_cache(tmp_path_factory, shared_data) -> Path:
     """A cache folder filled once per session from ../shared through the real fetch code."""
-    from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
+    from napari_bloodcells.core.data.bloodcell_dataset import bloodcell_folder
 
     cache = tmp_path_factory.mktemp("cache")
     old = {k: os.environ.get(k) for k in ("NAPARI_BLOODCELLS_DATA_URL", "NAPARI_BLOODCELLS_CACHE")}
@@ -93,8 +93,8 @@ def data_env(monkeypatch, session_cache, shared_data) -> Path:
 @pytest.fixture(scope="session")
 def bloodcells(session_cache):
     """All 300 pairs as SegmentationData (read-only: do not modify in tests)."""
-    from napari_bloodcells.core.bloodcell_dataset import DATASET_FOLDER
-    from napari_bloodcells.core.dataset import load_folder
+    from napari_bloodcells.core.data.bloodcell_dataset import DATASET_FOLDER
+    from napari_bloodcells.core.data.dataset import load_folder
 
     return load_folder(session_cache / DATASET_FOLDER)
 
@@ -108,7 +108,7 @@ def few_cells(bloodcells):
 @pytest.fixture
 def tiny_config():
     """A fast configuration for tests: the notebook U-Net, one epoch, small batches."""
-    from napari_bloodcells.core.config import preset
+    from napari_bloodcells.core.training.config import preset
 
     return preset("seed").with_changes(epochs=1, batch_size=2, size=64, device="cpu")
 

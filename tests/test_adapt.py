@@ -10,30 +10,30 @@ import torch
 
 from bad_inputs import untrained_model
 from napari_bloodcells import cli
-from napari_bloodcells.core.adapt import (
+from napari_bloodcells.core.base.classes import UNLABELLED
+from napari_bloodcells.core.data.dataset import SegmentationData
+from napari_bloodcells.core.events import Notice, ScheduleChosen, run_to_end
+from napari_bloodcells.core.inference.magnification import (
+    estimate_scale,
+    style,
+    styles,
+    unfamiliar_notice,
+    zoom,
+)
+from napari_bloodcells.core.jobs import load_replay, training_job
+from napari_bloodcells.core.model.checkpoint import load_checkpoint, save_checkpoint
+from napari_bloodcells.core.model.size_model import SizeModel
+from napari_bloodcells.core.training.config import preset
+from napari_bloodcells.core.training.finetune import (
     Candidate,
     blend,
     outcome_sentence,
     plan_finetune,
     selection_score,
 )
-from napari_bloodcells.core.checkpoint import load_checkpoint, save_checkpoint
-from napari_bloodcells.core.classes import UNLABELLED
-from napari_bloodcells.core.config import preset
-from napari_bloodcells.core.dataset import SegmentationData
-from napari_bloodcells.core.events import Notice, ScheduleChosen, run_to_end
-from napari_bloodcells.core.jobs import load_replay, training_job
-from napari_bloodcells.core.losses import LOSSES, Objective
-from napari_bloodcells.core.scale import (
-    SizeModel,
-    estimate_scale,
-    fit_size_model,
-    style,
-    styles,
-    unfamiliar_notice,
-    zoom,
-)
-from napari_bloodcells.core.train import train
+from napari_bloodcells.core.training.loop import train
+from napari_bloodcells.core.training.losses import LOSSES, Objective
+from napari_bloodcells.core.training.size_fit import fit_size_model
 from napari_bloodcells.errors import DataError
 
 
@@ -227,7 +227,7 @@ def test_segment_scale_auto_prints_one_line_per_image(base_model, few_cells, tmp
 
 
 def test_a_seed_model_refuses_a_scale_in_one_sentence():
-    from napari_bloodcells.core.infer import segment_image
+    from napari_bloodcells.core.inference.tiled import segment_image
     from napari_bloodcells.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"seed preset.*scale does not apply"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from napari_bloodcells.core.augment import Augmentation, augment_batch, paste_smear
-from napari_bloodcells.core.classes import IGNORE_INDEX
+from napari_bloodcells.core.base.classes import IGNORE_INDEX
+from napari_bloodcells.core.training.augment import Augmentation, augment_batch, paste_smear
 
 
 def batch(n: int = 6, size: int = 96) -> tuple[torch.Tensor, torch.Tensor]:

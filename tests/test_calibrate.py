@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_bloodcells.core.calibrate import add_to_head, fit_class_offsets, output_layer
-from napari_bloodcells.core.checkpoint import TrainedModel
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES, IGNORE_INDEX
-from napari_bloodcells.core.dataset import SegmentationData
-from napari_bloodcells.core.infer import segment_image
-from napari_bloodcells.core.models import ModelSpec
-from napari_bloodcells.core.preprocessing import Preprocessing
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES, IGNORE_INDEX
+from napari_bloodcells.core.data.dataset import SegmentationData
+from napari_bloodcells.core.inference.tiled import segment_image
+from napari_bloodcells.core.model.networks import ModelSpec
+from napari_bloodcells.core.model.preprocessing import Preprocessing
+from napari_bloodcells.core.model.trained import TrainedModel
+from napari_bloodcells.core.training.calibrate import add_to_head, fit_class_offsets, output_layer
 
 
 class Brightness(torch.nn.Module):
@@ -93,7 +93,7 @@ def test_unlabelled_pixels_are_not_counted():
 
 
 def test_the_output_layer_of_an_smp_unet_is_its_segmentation_head():
-    from napari_bloodcells.core.models import build_model
+    from napari_bloodcells.core.model.networks import build_model
 
     network = build_model(ModelSpec())
     layer = output_layer(network)

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_bloodcells.core import checkpoint as ckpt
-from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-from napari_bloodcells.core.infer import segment_image
-from napari_bloodcells.core.models import ModelSpec, build_model
-from napari_bloodcells.core.preprocessing import Preprocessing
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.inference.tiled import segment_image
+from napari_bloodcells.core.model import checkpoint as ckpt
+from napari_bloodcells.core.model.checkpoint import load_checkpoint, save_checkpoint
+from napari_bloodcells.core.model.networks import ModelSpec, build_model
+from napari_bloodcells.core.model.preprocessing import Preprocessing
+from napari_bloodcells.core.model.trained import TrainedModel
 from napari_bloodcells.errors import CheckpointError
 
 

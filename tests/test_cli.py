@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from napari_bloodcells import cli
-from napari_bloodcells.core.checkpoint import load_checkpoint
+from napari_bloodcells.core.model.checkpoint import load_checkpoint
 
 TINY = ["--preset", "seed", "--epochs", "1", "--batch-size", "2", "--device", "cpu"]
 

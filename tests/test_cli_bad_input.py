@@ -13,7 +13,7 @@ import pytest
 
 from bad_inputs import OFFLINE_URL, BadInputs, untrained_model
 from napari_bloodcells import cli
-from napari_bloodcells.core import download
+from napari_bloodcells.core.data import download
 
 TRAIN = ["train", "--preset", "seed", "--epochs", "1", "--batch-size", "2", "--device", "cpu"]
 
@@ -94,7 +94,7 @@ def test_training_settings_out_of_range(flags, fragment, bad_inputs, tmp_path, c
     [("16-bit image", "convert it to 8-bit"), ("truncated image", "Cannot read the image")],
 )
 def test_segmenting_an_unreadable_image(case, fragment, bad_inputs, tmp_path, capsys):
-    from napari_bloodcells.core.checkpoint import save_checkpoint
+    from napari_bloodcells.core.model.checkpoint import save_checkpoint
 
     model = save_checkpoint(untrained_model(), tmp_path / "model.pt")
     image = bad_inputs.folder(case) / "images" / "001.png"

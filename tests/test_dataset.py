@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from napari_bloodcells._widgets.layers import training_pairs
-from napari_bloodcells.core.bloodcell_dataset import mask_from_grey
-from napari_bloodcells.core.dataset import (
+from napari_bloodcells.core.data.bloodcell_dataset import mask_from_grey
+from napari_bloodcells.core.data.dataset import (
     SegmentationData,
     load_folder,
     read_image,

@@ -8,15 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from napari_bloodcells.core import device as device_module
-from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-from napari_bloodcells.core.config import CPU_BATCH, CPU_EPOCHS, CPU_NETWORK, GPU_BATCH, preset
+from napari_bloodcells.core.base import device as device_module
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.events import TrainingStarted
-from napari_bloodcells.core.export import _architecture
-from napari_bloodcells.core.infer import TileSettings, segment_image
-from napari_bloodcells.core.models import build_model
-from napari_bloodcells.core.train import train
+from napari_bloodcells.core.exchange.export import _architecture
+from napari_bloodcells.core.inference.tiled import TileSettings, segment_image
+from napari_bloodcells.core.model.checkpoint import load_checkpoint, save_checkpoint
+from napari_bloodcells.core.model.networks import build_model
+from napari_bloodcells.core.model.trained import TrainedModel
+from napari_bloodcells.core.training.config import (
+    CPU_BATCH,
+    CPU_EPOCHS,
+    CPU_NETWORK,
+    GPU_BATCH,
+    preset,
+)
+from napari_bloodcells.core.training.loop import train
 from napari_bloodcells.errors import ConfigError
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

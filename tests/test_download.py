@@ -8,8 +8,8 @@ from PIL import Image
 
 from bad_inputs import OFFLINE_URL
 from napari_bloodcells import cli
-from napari_bloodcells.core import download
-from napari_bloodcells.core.bloodcell_dataset import mask_from_grey
+from napari_bloodcells.core.data import download
+from napari_bloodcells.core.data.bloodcell_dataset import mask_from_grey
 from napari_bloodcells.errors import DownloadError
 
 
@@ -92,7 +92,7 @@ def test_a_source_that_fails_is_given_up_after_one_file_and_one_retry(tmp_path, 
     import http.server
     import threading
 
-    from napari_bloodcells.core.download import fetch_raw
+    from napari_bloodcells.core.data.download import fetch_raw
     from napari_bloodcells.errors import DownloadError
 
     requests: list[str] = []

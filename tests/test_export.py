@@ -11,11 +11,11 @@ import yaml
 
 from bad_inputs import untrained_model
 from napari_bloodcells import cli
-from napari_bloodcells.core.checkpoint import save_checkpoint
-from napari_bloodcells.core.export import ExportSettings, export_package
-from napari_bloodcells.core.infer import segment_image
+from napari_bloodcells.core.exchange.export import ExportSettings, export_package
+from napari_bloodcells.core.inference.tiled import segment_image
 from napari_bloodcells.core.jobs import load_model
-from napari_bloodcells.core.models import ModelSpec, build_model
+from napari_bloodcells.core.model.checkpoint import save_checkpoint
+from napari_bloodcells.core.model.networks import ModelSpec, build_model
 from napari_bloodcells.errors import CheckpointError, ConfigError
 
 
@@ -73,7 +73,7 @@ def test_package_holds_spec_metadata_cover_and_credit(notebook_package):
     assert any(c.get("doi") == "10.1016/j.micron.2018.01.010" for c in rdf["cite"])
     assert "Jiangxi Tecom" in readme and "nucleus" in readme
     arch = rdf["weights"]["pytorch_state_dict"]["architecture"]
-    assert arch["import_from"] == "napari_bloodcells.core.models"
+    assert arch["import_from"] == "napari_bloodcells.core.model.networks"
     prep = [step["id"] for step in rdf["inputs"][0]["preprocessing"]]
     assert "fixed_zero_mean_unit_variance" in prep
     assert rdf["outputs"][0]["postprocessing"][0]["id"] == "softmax"
@@ -94,7 +94,7 @@ def test_onnx_weights_under_onnx_runtime_give_the_plugin_labels(notebook_package
     near-tied logits then flip 0.65 % of the pixels: a difference of precision,
     not of the exported graph, which is what this compares.
     """
-    from napari_bloodcells.core.onnx_network import load_onnx_model
+    from napari_bloodcells.core.exchange.onnx_network import load_onnx_model
 
     model, path = notebook_package
     onnx_model = load_onnx_model(path)
@@ -108,9 +108,9 @@ def test_onnx_weights_under_onnx_runtime_give_the_plugin_labels(notebook_package
 
 
 def test_an_smp_model_exports_with_its_library_architecture(tmp_path, sample):
-    from napari_bloodcells.core.checkpoint import TrainedModel
-    from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-    from napari_bloodcells.core.config import preset
+    from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
+    from napari_bloodcells.core.model.trained import TrainedModel
+    from napari_bloodcells.core.training.config import preset
 
     spec = ModelSpec("Unet", "resnet18", 3)
     model = TrainedModel(

@@ -12,8 +12,8 @@ from PIL import Image
 
 from bad_inputs import untrained_model
 from napari_bloodcells import cli
-from napari_bloodcells.core.checkpoint import save_checkpoint
-from napari_bloodcells.core.dataset import read_mask
+from napari_bloodcells.core.data.dataset import read_mask
+from napari_bloodcells.core.model.checkpoint import save_checkpoint
 from napari_bloodcells.errors import DataError
 
 

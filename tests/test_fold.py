@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from napari_bloodcells.core.fold import folded
-from napari_bloodcells.core.models import ModelSpec, build_model
+from napari_bloodcells.core.model.fold import folded
+from napari_bloodcells.core.model.networks import ModelSpec, build_model
 
 
 def with_trained_statistics(network: nn.Module) -> nn.Module:

@@ -14,13 +14,13 @@ from hypothesis.extra.numpy import array_shapes, arrays
 from torch import nn
 
 from napari_bloodcells._widgets.layers import training_pairs
-from napari_bloodcells.core.bloodcell_dataset import mask_from_grey
-from napari_bloodcells.core.checkpoint import TrainedModel
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-from napari_bloodcells.core.imaging import to_rgb_uint8
-from napari_bloodcells.core.infer import TileSettings, predict_probabilities, tile_starts
-from napari_bloodcells.core.models import ModelSpec
-from napari_bloodcells.core.preprocessing import Preprocessing
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.base.imaging import to_rgb_uint8
+from napari_bloodcells.core.data.bloodcell_dataset import mask_from_grey
+from napari_bloodcells.core.inference.tiled import TileSettings, predict_probabilities, tile_starts
+from napari_bloodcells.core.model.networks import ModelSpec
+from napari_bloodcells.core.model.preprocessing import Preprocessing
+from napari_bloodcells.core.model.trained import TrainedModel
 from napari_bloodcells.errors import BloodcellsError
 
 # Fixed examples under CI, so that a landing never hangs on a new random draw; fresh ones locally.

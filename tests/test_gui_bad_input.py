@@ -26,8 +26,8 @@ from gui_helpers import (
 from napari_bloodcells._widgets.data_picker import FROM_FOLDER, FROM_SAMPLE
 from napari_bloodcells._widgets.options import FROM_FILE
 from napari_bloodcells._widgets.segment_widget import MODEL_FILE
-from napari_bloodcells.core import download
-from napari_bloodcells.core.config import preset
+from napari_bloodcells.core.data import download
+from napari_bloodcells.core.training.config import preset
 from napari_bloodcells.errors import DownloadError
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env")]

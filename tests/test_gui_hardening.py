@@ -27,7 +27,7 @@ from gui_helpers import (
 )
 from napari_bloodcells._widgets.data_picker import FROM_FOLDER
 from napari_bloodcells._widgets.train_widget import TrainWidget
-from napari_bloodcells.core.checkpoint import load_checkpoint
+from napari_bloodcells.core.model.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env")]
 

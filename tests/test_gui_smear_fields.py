@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from gui_helpers import RUN_TIMEOUT_MS, dock, errors, infos, run_segment
-from napari_bloodcells.core.config import preset
-from napari_bloodcells.core.dataset import read_image
+from napari_bloodcells.core.data.dataset import read_image
+from napari_bloodcells.core.data.smear_fields import Field, load_fields
 from napari_bloodcells.core.events import run_to_end
-from napari_bloodcells.core.smear_fields import Field, load_fields
-from napari_bloodcells.core.train import train
+from napari_bloodcells.core.training.config import preset
+from napari_bloodcells.core.training.loop import train
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env")]
 

@@ -36,12 +36,13 @@ from napari_bloodcells._widgets.data_picker import (
 from napari_bloodcells._widgets.options import FROM_CURRENT, FROM_FILE
 from napari_bloodcells._widgets.segment_widget import MODEL_FILE, SegmentWidget
 from napari_bloodcells._widgets.train_widget import TrainWidget
-from napari_bloodcells.core.bloodcell_dataset import DATASET_FOLDER
-from napari_bloodcells.core.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-from napari_bloodcells.core.config import preset
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.data.bloodcell_dataset import DATASET_FOLDER
 from napari_bloodcells.core.events import SegmentProgress
 from napari_bloodcells.core.jobs import load_model, load_training_data
+from napari_bloodcells.core.model.checkpoint import load_checkpoint, save_checkpoint
+from napari_bloodcells.core.model.trained import TrainedModel
+from napari_bloodcells.core.training.config import preset
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("data_env")]
 
@@ -102,7 +103,7 @@ def test_image_picker_moves_to_a_newly_opened_image_but_not_to_plugin_layers(
 def test_model_line_describes_a_checkpoint_file(segment_widget, tmp_path):
     from bad_inputs import untrained_model
     from napari_bloodcells._widgets.segment_widget import MODEL_FILE
-    from napari_bloodcells.core.checkpoint import save_checkpoint
+    from napari_bloodcells.core.model.checkpoint import save_checkpoint
 
     path = save_checkpoint(untrained_model(), tmp_path / "mine.pt")
     segment_widget.model_source.value = MODEL_FILE
@@ -447,7 +448,7 @@ def test_worker_errors_reach_notifications(
     def broken(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("napari_bloodcells.core.jobs.segment", broken)
+    monkeypatch.setattr("napari_bloodcells.core.jobs.segmentation.segment", broken)
     state.current.set(untrained_model(), "test model")
     segment_widget.model_source.value = "current session model"
     assert run_segment(qtbot, segment_widget) is None

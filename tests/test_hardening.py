@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from napari_bloodcells import cli
-from napari_bloodcells.core import download
-from napari_bloodcells.core.checkpoint import load_checkpoint
-from napari_bloodcells.core.dataset import SegmentationData, load_folder
+from napari_bloodcells.core.data import download
+from napari_bloodcells.core.data.dataset import SegmentationData, load_folder
 from napari_bloodcells.core.events import Notice, run_to_end
-from napari_bloodcells.core.train import train
+from napari_bloodcells.core.model.checkpoint import load_checkpoint
+from napari_bloodcells.core.training.loop import train
 from napari_bloodcells.errors import DataError, DownloadError
 
 
@@ -76,7 +76,7 @@ def test_full_disk_during_download_is_a_clear_error(tmp_path, shared_data, monke
 
 
 def test_memory_error_during_training_halves_the_batch(few_cells, tiny_config, monkeypatch):
-    from napari_bloodcells.core.models import NotebookUNet
+    from napari_bloodcells.core.model.networks import NotebookUNet
 
     original = NotebookUNet.forward
 
@@ -113,10 +113,11 @@ def _kill_after(proc: subprocess.Popen, seen, delay: float = 0.0) -> None:
 _SAVE_FOREVER = textwrap.dedent(
     """
     import sys, torch
-    from napari_bloodcells.core.checkpoint import TrainedModel, save_checkpoint
-    from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-    from napari_bloodcells.core.models import ModelSpec, build_model
-    from napari_bloodcells.core.preprocessing import Preprocessing
+    from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
+    from napari_bloodcells.core.model.checkpoint import save_checkpoint
+    from napari_bloodcells.core.model.networks import ModelSpec, build_model
+    from napari_bloodcells.core.model.preprocessing import Preprocessing
+    from napari_bloodcells.core.model.trained import TrainedModel
     spec = ModelSpec("Unet", "resnet34")
     i = 0
     while True:

@@ -9,23 +9,23 @@ import pytest
 import torch
 from torch import nn
 
-from napari_bloodcells.core.checkpoint import TrainedModel
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.events import (
     Notice,
     SegmentationFinished,
     SegmentProgress,
     run_to_end,
 )
-from napari_bloodcells.core.infer import (
+from napari_bloodcells.core.inference.tiled import (
     TileSettings,
     predict_probabilities,
     segment,
     segment_image,
     tile_starts,
 )
-from napari_bloodcells.core.models import ModelSpec, build_model
-from napari_bloodcells.core.preprocessing import Preprocessing
+from napari_bloodcells.core.model.networks import ModelSpec, build_model
+from napari_bloodcells.core.model.preprocessing import Preprocessing
+from napari_bloodcells.core.model.trained import TrainedModel
 from napari_bloodcells.errors import ConfigError, DataError
 
 RADIUS = 2  # receptive-field radius of the shallow model: two 3x3 convolutions

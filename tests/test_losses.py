@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_bloodcells.core.classes import IGNORE_INDEX
-from napari_bloodcells.core.losses import LOSSES, Objective, area_error
+from napari_bloodcells.core.base.classes import IGNORE_INDEX
+from napari_bloodcells.core.training.losses import LOSSES, Objective, area_error
 
 
 def _cell(radius_cell: int, radius_nucleus: int, size: int = 64, shift: int = 0) -> torch.Tensor:

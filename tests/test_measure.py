@@ -11,7 +11,7 @@ from PIL import Image
 from skimage.draw import disk
 
 from napari_bloodcells import cli
-from napari_bloodcells.core.measure import cells_from_classes, measure_cells
+from napari_bloodcells.core.measure.cells import cells_from_classes, measure_cells
 from napari_bloodcells.errors import DataError
 
 

@@ -6,8 +6,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from napari_bloodcells.core.config import CPU_NETWORK
-from napari_bloodcells.core.models import (
+from napari_bloodcells.core.model.networks import (
     NOTEBOOK_UNET,
     ModelSpec,
     NotebookUNet,
@@ -15,6 +14,7 @@ from napari_bloodcells.core.models import (
     build_model,
     encoders_for,
 )
+from napari_bloodcells.core.training.config import CPU_NETWORK
 from napari_bloodcells.errors import ConfigError, DownloadError
 
 
@@ -34,7 +34,7 @@ def test_notebook_unet_matches_the_notebook_layer_for_layer():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 def test_the_unet_elu_equals_torch_elu_in_value_and_gradient(dtype):
-    from napari_bloodcells.core.models import ELU
+    from napari_bloodcells.core.model.networks import ELU
 
     x = torch.cat(
         [

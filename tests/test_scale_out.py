@@ -14,11 +14,11 @@ import zarr
 
 from bad_inputs import untrained_model
 from napari_bloodcells import cli
-from napari_bloodcells.core.checkpoint import save_checkpoint
 from napari_bloodcells.core.events import BlockWritten, run_to_end
-from napari_bloodcells.core.infer import segment_image
+from napari_bloodcells.core.inference.tiled import segment_image
 from napari_bloodcells.core.jobs import segment_files
-from napari_bloodcells.core.large_images import open_lazy
+from napari_bloodcells.core.large.stores import open_lazy
+from napari_bloodcells.core.model.checkpoint import save_checkpoint
 from napari_bloodcells.errors import DataError
 
 BLOCK = 256
@@ -241,7 +241,7 @@ def test_an_unreachable_scheduler_is_one_sentence(tmp_path, model_file, bloodcel
 def test_a_task_that_fails_on_every_retry_is_one_sentence():
     from distributed.scheduler import KilledWorker
 
-    from napari_bloodcells.core.scale_out import failure
+    from napari_bloodcells.core.large.cluster import failure
 
     error = failure(KilledWorker("block_task-1", "tcp://127.0.0.1:1234", 3), "slide.zarr")
     assert "failed on the dask workers" in str(error) and "--resume" in str(error)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_bloodcells.core.smear_fields import (
+from napari_bloodcells.core.data.smear_fields import (
     Box,
     NucleusScore,
     keep_inside,
@@ -78,7 +78,7 @@ def test_bad_annotation_folders_are_one_sentence(tmp_path):
 
 
 def test_the_sample_fields_come_verified_from_a_local_copy(bccd, tmp_path, monkeypatch):
-    from napari_bloodcells.core.smear_fields import sample_fields
+    from napari_bloodcells.core.data.smear_fields import sample_fields
 
     monkeypatch.setenv("NAPARI_BLOODCELLS_SMEAR_URL", str(bccd))
     monkeypatch.setenv("NAPARI_BLOODCELLS_CACHE", str(tmp_path))
@@ -91,7 +91,7 @@ def test_the_sample_fields_come_verified_from_a_local_copy(bccd, tmp_path, monke
 def test_the_sample_fields_download_over_http_and_refuse_a_tampered_copy(bccd, tmp_path, serve):
     import shutil
 
-    from napari_bloodcells.core.download import SMEAR_FIELDS, fetch_raw, registry
+    from napari_bloodcells.core.data.download import SMEAR_FIELDS, fetch_raw, registry
     from napari_bloodcells.errors import DownloadError
 
     root = fetch_raw(serve(bccd), cache=tmp_path / "a", remote=SMEAR_FIELDS)
@@ -109,7 +109,7 @@ def test_the_sample_fields_download_over_http_and_refuse_a_tampered_copy(bccd, t
 def test_offline_the_sample_fields_say_how_to_point_at_a_copy(tmp_path):
     import socket
 
-    from napari_bloodcells.core.download import SMEAR_FIELDS, fetch_raw
+    from napari_bloodcells.core.data.download import SMEAR_FIELDS, fetch_raw
     from napari_bloodcells.errors import DownloadError
 
     with socket.socket() as closed:  # a port nobody listens on

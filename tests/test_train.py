@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_bloodcells.core.checkpoint import load_checkpoint
-from napari_bloodcells.core.config import preset
-from napari_bloodcells.core.dataset import SegmentationData
+from napari_bloodcells.core.data.dataset import SegmentationData
 from napari_bloodcells.core.events import (
     BatchEnded,
     EpochEnded,
@@ -19,8 +17,10 @@ from napari_bloodcells.core.events import (
     TrainingStarted,
     run_to_end,
 )
-from napari_bloodcells.core.losses import Objective
-from napari_bloodcells.core.train import train
+from napari_bloodcells.core.model.checkpoint import load_checkpoint
+from napari_bloodcells.core.training.config import preset
+from napari_bloodcells.core.training.loop import train
+from napari_bloodcells.core.training.losses import Objective
 from napari_bloodcells.errors import ConfigError, DataError
 
 
@@ -193,7 +193,7 @@ def test_data_notices_reach_the_event_stream(few_cells, tiny_config):
 def test_a_checkpoint_that_cannot_be_written_is_told_once_and_training_goes_on(
     few_cells, tiny_config, tmp_path, monkeypatch
 ):
-    from napari_bloodcells.core import checkpoint
+    from napari_bloodcells.core.model import checkpoint
 
     def full_disk(obj, f, *args, **kwargs):
         raise OSError(28, "No space left on device")

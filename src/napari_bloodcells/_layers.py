@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_bloodcells.core.bloodcell_dataset import CITATION
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES, UNLABELLED, ClassInfo
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES, UNLABELLED, ClassInfo
+from napari_bloodcells.core.data.bloodcell_dataset import CITATION
 
 if TYPE_CHECKING:
     from napari.utils.colormaps import DirectLabelColormap

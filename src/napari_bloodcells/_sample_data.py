@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from napari_bloodcells._layers import CITATION, labels_kwargs
-from napari_bloodcells.core.batches import pad_to
-from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
-from napari_bloodcells.core.dataset import load_folder, read_image
-from napari_bloodcells.core.smear_fields import CREDIT, sample_fields
+from napari_bloodcells.core.base.imaging import pad_to
+from napari_bloodcells.core.data.bloodcell_dataset import bloodcell_folder
+from napari_bloodcells.core.data.dataset import load_folder, read_image
+from napari_bloodcells.core.data.smear_fields import CREDIT, sample_fields
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

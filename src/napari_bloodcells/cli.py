@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_bloodcells import __version__
-from napari_bloodcells.core.bounds import check_bounds, options_of
-from napari_bloodcells.core.checkpoint import SUFFIX
-from napari_bloodcells.core.config import PRESETS, TrainConfig
-from napari_bloodcells.core.ddp import ProcessGroup, from_environment
-from napari_bloodcells.core.export import WEIGHT_FORMATS, ExportSettings
-from napari_bloodcells.core.infer import TileSettings
-from napari_bloodcells.core.models import OFFERED_ENCODERS
+from napari_bloodcells.core.base.bounds import check_bounds, options_of
+from napari_bloodcells.core.exchange.export import WEIGHT_FORMATS, ExportSettings
+from napari_bloodcells.core.inference.tiled import TileSettings
+from napari_bloodcells.core.model.checkpoint import SUFFIX
+from napari_bloodcells.core.model.networks import OFFERED_ENCODERS
+from napari_bloodcells.core.training.config import PRESETS, TrainConfig
+from napari_bloodcells.core.training.ddp import ProcessGroup, from_environment
 from napari_bloodcells.errors import BloodcellsError, ConfigError
 
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ def _gui(args: argparse.Namespace) -> int:
 
 
 def _default_dest() -> Path:
-    from napari_bloodcells.core.download import cache_dir
+    from napari_bloodcells.core.data.download import cache_dir
 
     checkout = Path.cwd()
     if (checkout / "napari.yaml").is_file() and (checkout / "data" / "README.md").is_file():
@@ -296,7 +296,7 @@ def _file_progress(desc: str):
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from napari_bloodcells.core.bloodcell_dataset import bloodcell_folder
+    from napari_bloodcells.core.data.bloodcell_dataset import bloodcell_folder
 
     folder = bloodcell_folder(args.dest or _default_dest(), _file_progress("download"))
     print(f"Blood-cell dataset ready in {folder}")
@@ -327,7 +327,7 @@ class _StopOnCtrlC:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from napari_bloodcells.core.config import preset
+    from napari_bloodcells.core.training.config import preset
 
     config = preset(args.preset).with_changes(
         arch=args.arch,
@@ -370,7 +370,7 @@ def _train_run(
         TrainingStarted,
     )
     from napari_bloodcells.core.jobs import training_job
-    from napari_bloodcells.core.report import plot_curves, write_history_json
+    from napari_bloodcells.core.training.report import plot_curves, write_history_json
 
     main_rank = group is None or group.is_main
     if main_rank:
@@ -488,13 +488,13 @@ def _check_writable(path: Path) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from napari_bloodcells.core.dataset import split_indices
+    from napari_bloodcells.core.data.dataset import split_indices
 
     reference = TrainConfig()  # the notebook's split: 20 % of the pairs, seed 909
-    from napari_bloodcells.core.device import resolve_device
-    from napari_bloodcells.core.infer import segment_image
+    from napari_bloodcells.core.base.device import resolve_device
+    from napari_bloodcells.core.base.metrics import score_labels
+    from napari_bloodcells.core.inference.tiled import segment_image
     from napari_bloodcells.core.jobs import load_model, load_training_data
-    from napari_bloodcells.core.metrics import score_labels
     from napari_bloodcells.errors import DataError
 
     model = load_model(args.model, resolve_device(args.device))
@@ -539,7 +539,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from napari_bloodcells.core.device import resolve_device
+    from napari_bloodcells.core.base.device import resolve_device
     from napari_bloodcells.core.events import BlockWritten, FileSegmented, Notice, ScaleChosen
     from napari_bloodcells.core.jobs import segment_files
 
@@ -557,7 +557,7 @@ def _segment(args: argparse.Namespace) -> int:
         raise ConfigError(f"--block must be at least 256 pixels (got {args.block}).")
     client = None
     if not local:
-        from napari_bloodcells.core.scale_out import connect
+        from napari_bloodcells.core.large.cluster import connect
 
         client = connect(args.workers, args.scheduler)
     try:
@@ -590,7 +590,7 @@ def _segment(args: argparse.Namespace) -> int:
                     print(event.message, file=sys.stderr)
     finally:
         if client is not None:
-            from napari_bloodcells.core.scale_out import close
+            from napari_bloodcells.core.large.cluster import close
 
             close(client)
     return 0
@@ -615,7 +615,7 @@ def _measure(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from napari_bloodcells.core.events import JobStep
-    from napari_bloodcells.core.export import export_job
+    from napari_bloodcells.core.exchange.export import export_job
     from napari_bloodcells.core.jobs import load_model, sample_image
 
     if args.out.suffix.lower() != ".zip":

@@ -11,10 +11,10 @@ from psygnal import Signal
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from napari_bloodcells.core.measure import COLUMNS
+from napari_bloodcells.core.measure.cells import COLUMNS
 
 if TYPE_CHECKING:
-    from napari_bloodcells.core.measure import Measurements
+    from napari_bloodcells.core.measure.cells import Measurements
 
 SHOWN = (*COLUMNS[:7], "circularity", "touches_border")
 """Columns the table shows; the CSV export and the layer's features hold them all."""

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_bloodcells._layers import labels_kwargs
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES, ClassInfo
-from napari_bloodcells.core.dataset import SegmentationData
-from napari_bloodcells.core.imaging import describe_conversion, to_rgb_uint8
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES, ClassInfo
+from napari_bloodcells.core.base.imaging import describe_conversion, to_rgb_uint8
+from napari_bloodcells.core.data.dataset import SegmentationData
 from napari_bloodcells.errors import DataError
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def lazy_image(layer: Layer | None) -> Any | None:
     :data:`~napari_bloodcells.core.large_images.LARGE_PIXELS`: such a layer is
     segmented block by block from its own (dask, zarr) data instead of copied.
     """
-    from napari_bloodcells.core.large_images import LARGE_PIXELS
+    from napari_bloodcells.core.large.stores import LARGE_PIXELS
 
     data, stack = _image_data(layer)
     height, width = data.shape[:2]

@@ -14,10 +14,10 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBo
 
 from napari_bloodcells._widgets.controls import single_path
 from napari_bloodcells._widgets.state import state_of
-from napari_bloodcells.core.bounds import range_of
-from napari_bloodcells.core.checkpoint import SUFFIX
-from napari_bloodcells.core.config import PRESETS, TrainConfig, preset
-from napari_bloodcells.core.models import NOTEBOOK_UNET, architectures, encoders_for
+from napari_bloodcells.core.base.bounds import range_of
+from napari_bloodcells.core.model.checkpoint import SUFFIX
+from napari_bloodcells.core.model.networks import NOTEBOOK_UNET, architectures, encoders_for
+from napari_bloodcells.core.training.config import PRESETS, TrainConfig, preset
 from napari_bloodcells.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -67,8 +67,8 @@ class TrainOptions(Container):
     preset : ComboBox
         ``default`` or ``seed``; choosing one fills the other widgets.
     arch, encoder, encoder_weights : ComboBox
-        As offered by :func:`~napari_bloodcells.core.models.architectures` and
-        :func:`~napari_bloodcells.core.models.encoders`.
+        As offered by :func:`~napari_bloodcells.core.model.networks.architectures` and
+        :func:`~napari_bloodcells.core.model.networks.encoders`.
     epochs, batch_size, seed : SpinBox
     lr, dev_fraction : FloatSpinBox
     device : ComboBox

@@ -23,7 +23,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
 
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES, ClassInfo
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES, ClassInfo
 
 if TYPE_CHECKING:
     import napari

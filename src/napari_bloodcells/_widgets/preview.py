@@ -14,7 +14,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QGridLayout, QLabel, QWidget
 
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES, ClassInfo
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES, ClassInfo
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

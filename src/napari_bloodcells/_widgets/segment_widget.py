@@ -57,12 +57,10 @@ from napari_bloodcells._widgets.layers import (
 )
 from napari_bloodcells._widgets.state import subscribe
 from napari_bloodcells._widgets.workers import show_error, show_info, show_warning
-from napari_bloodcells.core.blockwise import segment_blocks
-from napari_bloodcells.core.bounds import range_of
-from napari_bloodcells.core.checkpoint import SUFFIX, describe_file
-from napari_bloodcells.core.classes import BLOODCELL_CLASSES
-from napari_bloodcells.core.device import resolve_device
-from napari_bloodcells.core.download import cache_dir
+from napari_bloodcells.core.base.bounds import MAGNIFICATION_RANGE, range_of
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.base.device import resolve_device
+from napari_bloodcells.core.data.download import cache_dir
 from napari_bloodcells.core.events import (
     BlockWritten,
     CellsMeasured,
@@ -71,7 +69,7 @@ from napari_bloodcells.core.events import (
     SegmentationFinished,
     SegmentProgress,
 )
-from napari_bloodcells.core.infer import SCALE_RANGE, TileSettings
+from napari_bloodcells.core.inference.tiled import TileSettings
 from napari_bloodcells.core.jobs import (
     ModelSource,
     load_model,
@@ -79,7 +77,9 @@ from napari_bloodcells.core.jobs import (
     scale_job,
     segmentation_job,
 )
-from napari_bloodcells.core.measure import Measurements, write_csv
+from napari_bloodcells.core.large.blockwise import segment_blocks
+from napari_bloodcells.core.measure.cells import Measurements, write_csv
+from napari_bloodcells.core.model.checkpoint import SUFFIX, describe_file
 from napari_bloodcells.errors import BloodcellsError, ConfigError
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ if TYPE_CHECKING:
     from magicgui.widgets import Widget
     from napari.layers import Image, Labels
 
-    from napari_bloodcells.core.checkpoint import TrainedModel
+    from napari_bloodcells.core.model.trained import TrainedModel
 
 
 def _camera(viewer: napari.viewer.Viewer) -> Any:
@@ -162,8 +162,8 @@ class SegmentWidget(JobWidget):
         self.scale = FloatSpinBox(
             label="Scale",
             value=1.0,
-            min=SCALE_RANGE.minimum,
-            max=SCALE_RANGE.maximum,
+            min=MAGNIFICATION_RANGE.minimum,
+            max=MAGNIFICATION_RANGE.maximum,
             step=0.05,
             tooltip="Resize factor applied before prediction: below 1 when cells look larger "
             "than in the training images, above 1 when smaller.",
@@ -309,8 +309,8 @@ class SegmentWidget(JobWidget):
         shown as a multiscale Labels layer that is refreshed after every block;
         only one block of pixels is in memory at a time.
         """
-        from napari_bloodcells.core.blockwise import default_halo
-        from napari_bloodcells.core.large_images import blocks, create_labels_store
+        from napari_bloodcells.core.large.blockwise import default_halo
+        from napari_bloodcells.core.large.stores import blocks, create_labels_store
 
         scale = float(self.scale.value)
         height, width = data.shape[:2]  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from psygnal import Signal, SignalGroup, evented
 
-from napari_bloodcells.core.dataset import SegmentationData
+from napari_bloodcells.core.data.dataset import SegmentationData
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from psygnal import SignalInstance
     from qtpy.QtCore import QObject
 
-    from napari_bloodcells.core.checkpoint import TrainedModel
+    from napari_bloodcells.core.model.trained import TrainedModel
 
 
 @evented

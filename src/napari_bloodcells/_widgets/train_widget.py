@@ -33,9 +33,7 @@ from napari_bloodcells._widgets.plots import LossPlot
 from napari_bloodcells._widgets.preview import PreviewGrid
 from napari_bloodcells._widgets.state import subscribe
 from napari_bloodcells._widgets.workers import show_error, show_info, start_job
-from napari_bloodcells.core.adapt import better_current
-from napari_bloodcells.core.checkpoint import SUFFIX, save_checkpoint
-from napari_bloodcells.core.download import cache_dir
+from napari_bloodcells.core.data.download import cache_dir
 from napari_bloodcells.core.events import (
     BatchEnded,
     DataReady,
@@ -47,8 +45,10 @@ from napari_bloodcells.core.events import (
     TrainingResult,
     TrainingStarted,
 )
-from napari_bloodcells.core.export import export_job
+from napari_bloodcells.core.exchange.export import export_job
 from napari_bloodcells.core.jobs import sample_image, training_job
+from napari_bloodcells.core.model.checkpoint import SUFFIX, save_checkpoint
+from napari_bloodcells.core.training.finetune import better_current
 from napari_bloodcells.errors import BloodcellsError
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from magicgui.widgets import Widget
     from napari.qt.threading import GeneratorWorker
 
-    from napari_bloodcells.core.checkpoint import TrainedModel
+    from napari_bloodcells.core.model.trained import TrainedModel
 
 RECOVERY_FOLDER = "recovery"
 RUNS_KEPT = 5

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from napari_bloodcells.core.checkpoint import TrainedModel
-    from napari_bloodcells.core.classes import ClassInfo
+    from napari_bloodcells.core.base.classes import ClassInfo
+    from napari_bloodcells.core.model.trained import TrainedModel
 
 R = TypeVar("R")
 

@@ -1,0 +1,1 @@
+"""Cells from class labels, and their measurements."""
