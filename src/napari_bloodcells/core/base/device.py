@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -123,6 +125,21 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[object]:
+    """Autocast to ``dtype`` on ``device``'s type, or nothing when ``dtype`` is ``None`` (fp32).
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the forward pass runs.
+    dtype : torch.dtype or None
+        From :func:`autocast_dtype`.
+    """
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def release_memory(device: torch.device) -> None:
     """Return cached accelerator memory to the system between runs."""
     if device.type == "cuda":
@@ -132,6 +149,7 @@ def release_memory(device: torch.device) -> None:
 
 
 def is_memory_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the device ran out of memory (then a smaller batch may fit)."""
     return isinstance(exc, torch.OutOfMemoryError) or (
         isinstance(exc, RuntimeError)
         and any(

@@ -20,7 +20,6 @@ the copies and the CPU stay out of its way. On the CPU it is the same code.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,7 +28,12 @@ import torch
 from PIL import Image
 
 from napari_bloodcells.core.base.bounds import MAGNIFICATION_RANGE, Range
-from napari_bloodcells.core.base.device import autocast_dtype, is_memory_error, release_memory
+from napari_bloodcells.core.base.device import (
+    autocast,
+    autocast_dtype,
+    is_memory_error,
+    release_memory,
+)
 from napari_bloodcells.core.base.imaging import pad_to, to_rgb_uint8
 from napari_bloodcells.core.events import (
     Notice,
@@ -160,12 +164,7 @@ class _Runner:
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         x = self.model.preprocessing.normalize(batch.to(self.device))
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.dtype)
-            if self.dtype
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(self.device, self.dtype):
             x = x.contiguous(memory_format=torch.channels_last)
             logits = self.network(x)
             return torch.softmax(logits.float(), dim=1)
@@ -421,7 +420,7 @@ def segment(
         The model to apply.
     images : ndarray or sequence of ndarray
         One image ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` (see
-        :func:`~napari_bloodcells.core.imaging.to_rgb_uint8`), or with
+        :func:`~napari_bloodcells.core.base.imaging.to_rgb_uint8`), or with
         ``stack=True`` a stack whose first axis indexes the images.
     stack : bool
         Whether ``images`` is a stack.

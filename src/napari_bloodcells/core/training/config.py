@@ -25,7 +25,7 @@ class TrainConfig:
     """Everything that determines a training run.
 
     The ranges and choices of the fields are declared on their types
-    (:mod:`~napari_bloodcells.core.bounds`); the widgets and the CLI read them
+    (:mod:`~napari_bloodcells.core.base.bounds`); the widgets and the CLI read them
     from there.
 
     Attributes
@@ -42,11 +42,11 @@ class TrainConfig:
     schedule : {"constant", "onecycle"}
     loss : {"ce", "ce+dice", "ce+dice+area"}
         Cross-entropy, optionally plus soft Dice, and a per-image class-area term
-        (:mod:`~napari_bloodcells.core.losses`).
+        (:mod:`~napari_bloodcells.core.training.losses`).
     augment : bool
         Flips, 90-degree rotations and colour/stain jitter.
     stain_jitter, hue_jitter, grayscale, blur, zoom_jitter, smear : float
-        The optional parts of :class:`~napari_bloodcells.core.augment.Augmentation`.
+        The optional parts of :class:`~napari_bloodcells.core.training.augment.Augmentation`.
     mode : {"native", "resize"}
         Pad/crop patches at native resolution, or resize like the notebook.
     size : int

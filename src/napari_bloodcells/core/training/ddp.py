@@ -3,7 +3,7 @@
 ``torchrun --nproc-per-node N -m napari_bloodcells train ...`` starts N copies
 of the command with ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` set.
 :func:`from_environment` joins them into one process group (NCCL on GPUs,
-gloo on the CPU) and :func:`~napari_bloodcells.core.train.train` then:
+gloo on the CPU) and :func:`~napari_bloodcells.core.training.loop.train` then:
 
 - gives every process its share of each batch (the same global batches as
   one process, drawn from the same seeded order) and averages the gradients

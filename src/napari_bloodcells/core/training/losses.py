@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from napari_bloodcells.core.base.classes import IGNORE_INDEX
 
 LOSSES = ("ce", "ce+dice", "ce+dice+area")
-"""The objectives :attr:`~napari_bloodcells.core.config.TrainConfig.loss` may name."""
+"""The objectives :attr:`~napari_bloodcells.core.training.config.TrainConfig.loss` may name."""
 
 AREA_WEIGHT = 0.5
 """Weight of the area term beside cross-entropy and Dice: 1.0 cost about 0.005 dev Dice,
@@ -67,7 +67,7 @@ def area_error(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     For every image and every class but the background (0), the absolute
     difference between the summed probabilities and the labelled pixel count,
     divided by that count plus :data:`AREA_FLOOR`. Unlabelled pixels
-    (:data:`~napari_bloodcells.core.classes.IGNORE_INDEX`) count for neither.
+    (:data:`~napari_bloodcells.core.base.classes.IGNORE_INDEX`) count for neither.
 
     Parameters
     ----------
