@@ -168,33 +168,9 @@ def fetch_raw(
     names = sorted(entries)
     failed = _Failure(remote, source)
     if _is_url(source):
-        base = source if source.endswith("/") else source + "/"
-        urls = {name: base + quote(name) for name in entries}
-        downloader = pooch.HTTPDownloader(progressbar=False, timeout=_TIMEOUT_S)
-
-        def getter(retries: int) -> pooch.Pooch:
-            return pooch.create(
-                path=target, base_url=base, registry=entries, urls=urls, retry_if_failed=retries
-            )
-
-        def fetch_one(name: str) -> str:
-            return str(getter(_RETRIES).fetch(name, downloader=downloader))
-
-        # One file first, with one retry: an unreachable host fails in seconds
-        # with one sentence instead of a minute of retries for every file.
-        with _quiet_pooch():
-            failed.explain(lambda name: str(getter(1).fetch(name, downloader=downloader)), names[0])
+        fetch_one = _url_fetcher(source, target, entries, failed, names[0])
     else:
-        folder = Path(source.removeprefix("file://"))
-        if not folder.is_dir():
-            raise DownloadError(
-                f"The source of {remote.title}, {source!r}, is neither a URL nor an existing "
-                f"folder; set {remote.url_env} to its URL or to a folder holding a copy of it."
-            )
-
-        def fetch_one(name: str) -> str:
-            return _copy_verified(folder / name, target / name, entries[name])
-
+        fetch_one = _folder_fetcher(source, target, entries, remote)
     done = 0
     with _quiet_pooch(), ThreadPoolExecutor(_PARALLEL_DOWNLOADS) as pool:
         futures = [pool.submit(failed.explain, fetch_one, name) for name in names]
@@ -209,6 +185,39 @@ def fetch_raw(
                 future.cancel()
             raise
     return target
+
+
+def _url_fetcher(
+    source: str, target: Path, entries: dict[str, str], failed: _Failure, first: str
+) -> Callable[[str], str]:
+    """Fetch files from a URL with pooch; the first file is tried at once, with one retry."""
+    base = source if source.endswith("/") else source + "/"
+    urls = {name: base + quote(name) for name in entries}
+    downloader = pooch.HTTPDownloader(progressbar=False, timeout=_TIMEOUT_S)
+
+    def getter(retries: int) -> pooch.Pooch:
+        return pooch.create(
+            path=target, base_url=base, registry=entries, urls=urls, retry_if_failed=retries
+        )
+
+    # One file first, with one retry: an unreachable host fails in seconds
+    # with one sentence instead of a minute of retries for every file.
+    with _quiet_pooch():
+        failed.explain(lambda name: str(getter(1).fetch(name, downloader=downloader)), first)
+    return lambda name: str(getter(_RETRIES).fetch(name, downloader=downloader))
+
+
+def _folder_fetcher(
+    source: str, target: Path, entries: dict[str, str], remote: Remote
+) -> Callable[[str], str]:
+    """Copy files from a local folder, each verified against the registry."""
+    folder = Path(source.removeprefix("file://"))
+    if not folder.is_dir():
+        raise DownloadError(
+            f"The source of {remote.title}, {source!r}, is neither a URL nor an existing "
+            f"folder; set {remote.url_env} to its URL or to a folder holding a copy of it."
+        )
+    return lambda name: _copy_verified(folder / name, target / name, entries[name])
 
 
 @contextlib.contextmanager

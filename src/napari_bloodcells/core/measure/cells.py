@@ -155,51 +155,14 @@ def measure_cells(
     """
     labels = check_class_labels(labels)
     cells = cells_from_classes(labels) if cells is None else cells
-    height, width = labels.shape
     columns: dict[str, list[Any]] = {c: [] for c in COLUMNS}
     if pixel_size is not None:
         for c in ("area_um2", "nucleus_area_um2", "cytoplasm_area_um2"):
             columns[c] = []
     for region in measure.regionprops(cells):
-        rows, cols = region.coords[:, 0], region.coords[:, 1]
-        classes = labels[rows, cols]
-        nucleus = int((classes == NUCLEUS).sum())
-        cytoplasm = int((classes == CYTOPLASM).sum())
-        min_row, min_col, max_row, max_col = region.bbox
-        perimeter = float(region.perimeter)
-        columns["image"].append(name)
-        columns["cell"].append(int(region.label))
-        columns["area"].append(int(region.area))
-        columns["nucleus_area"].append(nucleus)
-        columns["cytoplasm_area"].append(cytoplasm)
-        columns["nc_ratio"].append(
-            nucleus / cytoplasm if cytoplasm else (math.inf if nucleus else 0.0)
-        )
-        columns["nucleus_lobes"].append(
-            _lobes(region.image & (_crop(labels, region) == NUCLEUS), int(region.area))
-        )
-        columns["perimeter"].append(perimeter)
-        columns["circularity"].append(
-            float(4 * math.pi * region.area / perimeter**2) if perimeter else 0.0
-        )
-        columns["touches_border"].append(
-            bool(min_row == 0 or min_col == 0 or max_row == height or max_col == width)
-        )
-        for part, value in (("nucleus", NUCLEUS), ("cytoplasm", CYTOPLASM)):
-            means = _mean_colour(image, rows[classes == value], cols[classes == value])
-            for channel, mean in zip("rgb", means, strict=True):
-                columns[f"{part}_mean_{channel}"].append(mean)
-        columns["centroid_row"].append(float(region.centroid[0]))
-        columns["centroid_col"].append(float(region.centroid[1]))
-        columns["bbox_min_row"].append(min_row)
-        columns["bbox_min_col"].append(min_col)
-        columns["bbox_max_row"].append(max_row)
-        columns["bbox_max_col"].append(max_col)
-        if pixel_size is not None:
-            um2 = pixel_size**2
-            columns["area_um2"].append(region.area * um2)
-            columns["nucleus_area_um2"].append(nucleus * um2)
-            columns["cytoplasm_area_um2"].append(cytoplasm * um2)
+        row = _cell_row(region, labels, image, name, pixel_size)
+        for column, value in row.items():
+            columns[column].append(value)
     if pixel_size is not None:  # the µm² columns right after the pixel areas
         order = [*COLUMNS[:5], "area_um2", "nucleus_area_um2", "cytoplasm_area_um2", *COLUMNS[5:]]
         columns = {c: columns[c] for c in order}
@@ -254,3 +217,56 @@ def write_csv(table: Measurements, path: Any) -> None:
                 writer.writerow(values)
 
     atomic_write(path, write)
+
+
+def _cell_row(
+    region: Any,
+    labels: np.ndarray,
+    image: np.ndarray | None,
+    name: str,
+    pixel_size: float | None,
+) -> dict[str, Any]:
+    """The measurements of one cell (a scikit-image region), by column."""
+    height, width = labels.shape
+    rows, cols = region.coords[:, 0], region.coords[:, 1]
+    classes = labels[rows, cols]
+    nucleus = int((classes == NUCLEUS).sum())
+    cytoplasm = int((classes == CYTOPLASM).sum())
+    min_row, min_col, max_row, max_col = region.bbox
+    perimeter = float(region.perimeter)
+    row: dict[str, Any] = {
+        "image": name,
+        "cell": int(region.label),
+        "area": int(region.area),
+        "nucleus_area": nucleus,
+        "cytoplasm_area": cytoplasm,
+        "nc_ratio": nucleus / cytoplasm if cytoplasm else (math.inf if nucleus else 0.0),
+        "nucleus_lobes": _lobes(
+            region.image & (_crop(labels, region) == NUCLEUS), int(region.area)
+        ),
+        "perimeter": perimeter,
+        "circularity": float(4 * math.pi * region.area / perimeter**2) if perimeter else 0.0,
+        "touches_border": bool(
+            min_row == 0 or min_col == 0 or max_row == height or max_col == width
+        ),
+    }
+    for part, value in (("nucleus", NUCLEUS), ("cytoplasm", CYTOPLASM)):
+        means = _mean_colour(image, rows[classes == value], cols[classes == value])
+        for channel, mean in zip("rgb", means, strict=True):
+            row[f"{part}_mean_{channel}"] = mean
+    row.update(
+        centroid_row=float(region.centroid[0]),
+        centroid_col=float(region.centroid[1]),
+        bbox_min_row=min_row,
+        bbox_min_col=min_col,
+        bbox_max_row=max_row,
+        bbox_max_col=max_col,
+    )
+    if pixel_size is not None:
+        um2 = pixel_size**2
+        row.update(
+            area_um2=region.area * um2,
+            nucleus_area_um2=nucleus * um2,
+            cytoplasm_area_um2=cytoplasm * um2,
+        )
+    return row
