@@ -15,7 +15,6 @@ from napari_bloodcells.core.data.dataset import SegmentationData
 from napari_bloodcells.core.events import Notice, ScheduleChosen, run_to_end
 from napari_bloodcells.core.inference.magnification import (
     estimate_scale,
-    style,
     styles,
     unfamiliar_notice,
     zoom,
@@ -157,7 +156,7 @@ def test_styles_of_many_images_at_once_equal_each_image_alone(base_model, few_ce
         zoom(im, f) for im, f in zip(few_cells.images[:6], (1, 1, 0.5, 1.3, 1, 0.5), strict=True)
     ]
     together = styles(base_model, images)
-    alone = np.stack([style(base_model, im) for im in images])
+    alone = np.concatenate([styles(base_model, [im]) for im in images])
     assert together.shape == alone.shape
     np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
 

@@ -1,7 +1,7 @@
 """npe2 sample data: the blood-cell dataset as layers.
 
 The dataset is downloaded (and verified) on first use; see
-:mod:`napari_bloodcells.core.download`.
+:mod:`napari_bloodcells.core.data.download`.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def lazy_image(layer: Layer | None) -> Any | None:
     """The full-resolution data of a large 2D image layer, uncopied, or ``None`` if it is small.
 
     Large means a multiscale layer, or more pixels than
-    :data:`~napari_bloodcells.core.large_images.LARGE_PIXELS`: such a layer is
+    :data:`~napari_bloodcells.core.large.stores.LARGE_PIXELS`: such a layer is
     segmented block by block from its own (dask, zarr) data instead of copied.
     """
     from napari_bloodcells.core.large.stores import LARGE_PIXELS

@@ -15,8 +15,9 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBo
 from napari_bloodcells._widgets.controls import single_path
 from napari_bloodcells._widgets.state import state_of
 from napari_bloodcells.core.base.bounds import range_of
+from napari_bloodcells.core.jobs import architectures, encoders_for
 from napari_bloodcells.core.model.checkpoint import SUFFIX
-from napari_bloodcells.core.model.networks import NOTEBOOK_UNET, architectures, encoders_for
+from napari_bloodcells.core.model.networks import NOTEBOOK_UNET
 from napari_bloodcells.core.training.config import PRESETS, TrainConfig, preset
 from napari_bloodcells.errors import ConfigError
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
@@ -59,12 +58,13 @@ from napari_bloodcells._widgets.state import subscribe
 from napari_bloodcells._widgets.workers import show_error, show_info, show_warning
 from napari_bloodcells.core.base.bounds import MAGNIFICATION_RANGE, range_of
 from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
-from napari_bloodcells.core.base.device import resolve_device
-from napari_bloodcells.core.data.download import cache_dir
 from napari_bloodcells.core.events import (
+    BlocksSegmented,
     BlockWritten,
     CellsMeasured,
     ScaleChosen,
+    ScaleEstimate,
+    ScaleEstimated,
     Segmentation,
     SegmentationFinished,
     SegmentProgress,
@@ -72,21 +72,27 @@ from napari_bloodcells.core.events import (
 from napari_bloodcells.core.inference.tiled import TileSettings
 from napari_bloodcells.core.jobs import (
     ModelSource,
+    blocks_job,
+    cache_dir,
+    describe_file,
+    large_labels_store,
     load_model,
     measure_job,
+    resolve_device,
     scale_job,
     segmentation_job,
+    write_csv,
 )
-from napari_bloodcells.core.large.blockwise import segment_blocks
-from napari_bloodcells.core.measure.cells import Measurements, write_csv
-from napari_bloodcells.core.model.checkpoint import SUFFIX, describe_file
+from napari_bloodcells.core.model.checkpoint import SUFFIX
 from napari_bloodcells.errors import BloodcellsError, ConfigError
 
 if TYPE_CHECKING:
     import napari
+    import numpy as np
     from magicgui.widgets import Widget
     from napari.layers import Image, Labels
 
+    from napari_bloodcells.core.measure.cells import Measurements
     from napari_bloodcells.core.model.trained import TrainedModel
 
 
@@ -213,7 +219,6 @@ class SegmentWidget(JobWidget):
         self._target: Image | None = None
         self._scale = 1.0
         self._segmenting = False
-        self._estimates: list[ScaleChosen] = []
         self._measured: Labels | None = None
         super().__init__(viewer, "Segmentation")
         # Rarely changed, so folded below the Segment button: the button and its
@@ -309,15 +314,14 @@ class SegmentWidget(JobWidget):
         shown as a multiscale Labels layer that is refreshed after every block;
         only one block of pixels is in memory at a time.
         """
-        from napari_bloodcells.core.large.blockwise import default_halo
-        from napari_bloodcells.core.large.stores import blocks, create_labels_store
-
         scale = float(self.scale.value)
-        height, width = data.shape[:2]  # type: ignore[attr-defined]
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = cache_dir() / "segmentations" / f"{_safe_name(layer.name)}-{stamp}.zarr"
-        store = create_labels_store(
-            path, (height, width), LAYER_BLOCK, attributes={"image": layer.name}
+        store = large_labels_store(
+            path,
+            data.shape[:2],  # type: ignore[attr-defined]
+            LAYER_BLOCK,
+            attributes={"image": layer.name, "classes": list(model.classes.names)},
         )
         self._target = layer
         self._scale = scale
@@ -338,16 +342,7 @@ class SegmentWidget(JobWidget):
         self.status.value = f"Segmenting '{layer.name}' block by block into {path.name}…"
         self.state.runs.segmenting += 1
         self._segmenting = True
-        self.run_job(
-            segment_blocks,
-            model,
-            data,
-            store,
-            blocks(height, width, LAYER_BLOCK),
-            halo=default_halo(tiles, scale),
-            scale=scale,
-            tiles=tiles,
-        )
+        self.run_job(blocks_job, model, data, store, scale=scale, tiles=tiles)
 
     def estimate_scale(self, *_: object) -> None:
         """Estimate the Scale for the chosen image in a worker, and put it in the Scale field."""
@@ -361,7 +356,6 @@ class SegmentWidget(JobWidget):
             show_error(str(exc))
             return
         self._target = layer
-        self._estimates = []
         self.status.value = f"Estimating the scale of '{layer.name}'…"
         self.run_job(scale_job, model, image.array, stack=image.stack, name=f"'{layer.name}'")
 
@@ -520,7 +514,11 @@ class SegmentWidget(JobWidget):
         if isinstance(message, CellsMeasured):
             self._show_cells(message)
         elif isinstance(message, ScaleChosen):
-            self._show_estimate(message)
+            self.status.value = (
+                message.message or f"Estimated scale {message.scale:g} for {message.name}…"
+            )
+        elif isinstance(message, ScaleEstimated):
+            self._show_estimate(message.result)
         elif isinstance(message, SegmentProgress):
             self.progress.value = round(message.fraction * _PROGRESS_STEPS)
             where = f"image {message.index + 1}/{message.images}, " if message.images > 1 else ""
@@ -530,9 +528,10 @@ class SegmentWidget(JobWidget):
             self.status.value = f"Segmenting: block {message.done}/{message.total}"
             if self.last_layer is not None:
                 self.last_layer.refresh()
-                if message.done == message.total:
-                    where = self.last_layer.metadata.get(META_KEY, {}).get("zarr", "")
-                    self.status.value = f"Segmented '{self.last_layer.name}' into {where}."
+        elif isinstance(message, BlocksSegmented) and self.last_layer is not None:
+            if message.result == message.total:
+                where = self.last_layer.metadata.get(META_KEY, {}).get("zarr", "")
+                self.status.value = f"Segmented '{self.last_layer.name}' into {where}."
         elif isinstance(message, SegmentationFinished):
             if message.result.labels is None:  # stopped: nothing partial is shown
                 self.progress.value = 0
@@ -560,17 +559,15 @@ class SegmentWidget(JobWidget):
         self.export_button.enabled = True
         self.status.value = f"Measured {len(measured.table)} cell(s) of '{name}'."
 
-    def _show_estimate(self, chosen: ScaleChosen) -> None:
-        self._estimates.append(chosen)
-        found = [c.scale for c in self._estimates if not c.message]
-        if found:
-            scale = round(float(np.median(found)), 3)
-            self.scale.value = scale
-            if self._target is not None:
-                remember_scale(self._target, scale)
-            self.status.value = f"Estimated scale {scale:g} for {chosen.name.split(' [')[0]}."
-        else:
-            self.status.value = chosen.message
+    def _show_estimate(self, estimate: ScaleEstimate) -> None:
+        if not estimate.found:
+            self.status.value = estimate.message
+            return
+        self.scale.value = estimate.scale
+        if self._target is not None:
+            remember_scale(self._target, estimate.scale)
+        name = self._target.name if self._target is not None else "the image"
+        self.status.value = f"Estimated scale {estimate.scale:g} for {name}."
 
     def _restore_scale(self, layer: object) -> None:
         # The Scale last used with this image, if it was segmented or estimated before.

@@ -33,33 +33,35 @@ from napari_bloodcells._widgets.plots import LossPlot
 from napari_bloodcells._widgets.preview import PreviewGrid
 from napari_bloodcells._widgets.state import subscribe
 from napari_bloodcells._widgets.workers import show_error, show_info, start_job
-from napari_bloodcells.core.data.download import cache_dir
 from napari_bloodcells.core.events import (
     BatchEnded,
     DataReady,
     EpochEnded,
     JobFailed,
     JobStep,
+    PackageExported,
     ScheduleChosen,
     TrainingFinished,
     TrainingResult,
     TrainingStarted,
 )
-from napari_bloodcells.core.exchange.export import export_job
-from napari_bloodcells.core.jobs import sample_image, training_job
-from napari_bloodcells.core.model.checkpoint import SUFFIX, save_checkpoint
-from napari_bloodcells.core.training.finetune import better_current
+from napari_bloodcells.core.jobs import (
+    best_dev_dice,
+    better_current,
+    cache_dir,
+    export_model,
+    save_checkpoint,
+    training_job,
+)
+from napari_bloodcells.core.model.checkpoint import SUFFIX
 from napari_bloodcells.errors import BloodcellsError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator
-
     import napari
     import numpy as np
     from magicgui.widgets import Widget
     from napari.qt.threading import GeneratorWorker
 
-    from napari_bloodcells.core.model.trained import TrainedModel
 
 RECOVERY_FOLDER = "recovery"
 RUNS_KEPT = 5
@@ -90,22 +92,6 @@ def new_recovery_path(kind: str = "training") -> Path:
         n += 1
         path = folder / f"{kind}-{stamp}-{n}.pt"
     return path
-
-
-def _export_job(
-    model: TrainedModel,
-    path: Path,
-    sample: np.ndarray | None,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> Generator[object, None, Path | None]:
-    """Export in a worker; the blood-cell sample image is read (or fetched) there if needed."""
-    if sample is None:
-        yield JobStep("Reading a sample image for the package…")
-        sample = sample_image(model=model)
-    written = yield from export_job(model, path, sample, should_stop=should_stop)
-    if written is not None:
-        yield written
-    return written
 
 
 class TrainWidget(JobWidget):
@@ -254,7 +240,7 @@ class TrainWidget(JobWidget):
         A run that continues a model follows the fine-tune schedule: a step
         budget, replay of the model's own training data, and the model kept that
         does best on the held-out corrections, less what it forgot
-        (:mod:`napari_bloodcells.core.adapt`).
+        (:mod:`napari_bloodcells.core.training.finetune`).
         """
         if self.running:
             show_error("Training is already running; press Stop first.")
@@ -360,7 +346,7 @@ class TrainWidget(JobWidget):
         self.export_button.enabled = False
         self.status.value = f"Exporting to {path.name}…"
         self.export_worker = start_job(
-            _export_job,
+            export_model,
             model,
             path,
             sample,
@@ -382,10 +368,11 @@ class TrainWidget(JobWidget):
         elif isinstance(message, JobFailed):
             show_error(message.message)
             self.status.value = "Export failed; see the notification."
-        elif isinstance(message, Path):
-            self.exported = message
-            self.status.value = f"Exported the model to {message}."
-            show_info(f"Exported the model to {message}; check it with: bioimageio test {message}")
+        elif isinstance(message, PackageExported):
+            path = message.result
+            self.exported = path
+            self.status.value = f"Exported the model to {path}."
+            show_info(f"Exported the model to {path}; check it with: bioimageio test {path}")
 
     def _on_export_finished(self) -> None:
         self.export_worker = None
@@ -508,15 +495,8 @@ class TrainWidget(JobWidget):
             )
             show_info(f"{self._summary}{where}")
             return
-        best = next((h for h in result.history if h["epoch"] == result.best_epoch), None)
-        scores = ""
-        if best is not None:
-            names = result.model.classes.names
-            scores = ", ".join(
-                f"{name} {dice:.2f}"
-                for name, dice in zip(names[1:], best["dice"][1:], strict=False)
-            )
-            scores = f" (dev Dice {scores})"
+        scores = best_dev_dice(result.model)
+        scores = f" (dev Dice {scores})" if scores else ""
         how = "fine-tuned" if self._finetune else "trained"
         self.state.current.set(
             result.model,

@@ -1,10 +1,15 @@
-"""The one vocabulary of messages that the core's jobs yield.
+"""The one vocabulary of messages that the core's jobs yield, and how a job ends.
 
-Training (:func:`~napari_bloodcells.core.train.train`), segmentation
-(:func:`~napari_bloodcells.core.infer.segment`) and the jobs built on them
-(:mod:`~napari_bloodcells.core.jobs`) are generators of these. The widgets,
+Training (:func:`~napari_bloodcells.core.training.loop.train`), segmentation
+(:func:`~napari_bloodcells.core.inference.tiled.segment`) and the jobs built on
+them (:mod:`~napari_bloodcells.core.jobs`) are generators of these. The widgets,
 the CLI and the tests consume the same streams; every message is a small
 frozen dataclass that is safe to hand from a worker thread to the GUI thread.
+
+**One way a job ends**: its last event is a :class:`JobEnded` whose ``result`` is
+what the job produced, also when it was stopped (a stopped segmentation's labels
+are ``None``, a stopped export's path is ``None``). :func:`run_to_end` runs a job
+and returns that result; the widgets read the same event in their workers.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Callable, Generator
     from pathlib import Path
 
     import numpy as np
@@ -22,6 +27,12 @@ if TYPE_CHECKING:
     from napari_bloodcells.core.model.trained import TrainedModel
 
 R = TypeVar("R")
+
+
+class JobEnded:
+    """Marks the last event of a job; ``result`` is what the job produced."""
+
+    result: Any
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,8 @@ class ScheduleChosen:
 class JobFailed:
     """A job ended with a :class:`~napari_bloodcells.errors.BloodcellsError`.
 
-    ``message`` is its plain sentence; see :func:`~napari_bloodcells.core.jobs.guarded`.
+    ``message`` is its plain sentence; the widgets' workers yield it
+    (``napari_bloodcells._widgets.workers.guarded``).
     """
 
     message: str
@@ -167,7 +179,7 @@ class TrainingResult:
 
 
 @dataclass(frozen=True)
-class TrainingFinished:
+class TrainingFinished(JobEnded):
     """The last message; carries the result."""
 
     result: TrainingResult
@@ -221,7 +233,7 @@ class Segmentation:
 
 
 @dataclass(frozen=True)
-class SegmentationFinished:
+class SegmentationFinished(JobEnded):
     """The last message of a segmentation; carries the result."""
 
     result: Segmentation
@@ -258,7 +270,9 @@ class FileSegmented:
 
 @dataclass(frozen=True)
 class ScaleChosen:
-    """``scale="auto"``: the factor estimated for one image (see :mod:`~.scale`).
+    """``scale="auto"``: the factor estimated for one image.
+
+    See :mod:`~napari_bloodcells.core.inference.magnification`.
 
     ``message`` is one sentence when no cell was found and 1.0 is used, else "".
     """
@@ -270,20 +284,151 @@ class ScaleChosen:
 
 
 @dataclass(frozen=True)
-class CellsMeasured:
+class Evaluation:
+    """Per-class Dice and IoU of a model on a split of labelled pairs (pooled pixels).
+
+    Attributes
+    ----------
+    split : str
+        "dev", "train" or "all".
+    split_rule : str
+        Which split, in words (the reference split or the model's own).
+    images : int
+        How many pairs were scored.
+    classes : tuple of str
+        Class names, in the order of ``dice`` and ``iou``.
+    dice, iou : tuple of float
+        One score per class.
+    """
+
+    split: str
+    split_rule: str
+    images: int
+    classes: tuple[str, ...]
+    dice: tuple[float, ...]
+    iou: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Evaluated(JobEnded):
+    """The last message of an evaluation: the scores."""
+
+    result: Evaluation
+
+
+@dataclass(frozen=True)
+class ScaleEstimate:
+    """The resize factor estimated for an image, or for a stack from some of its slices.
+
+    Attributes
+    ----------
+    scale : float
+        The factor to segment at; 1.0 when nothing could be estimated.
+    found : bool
+        Whether the model found cells in the image at that factor.
+    message : str
+        One sentence for the user when ``found`` is False, else "".
+    """
+
+    scale: float
+    found: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ScaleEstimated(JobEnded):
+    """The last message of an estimation job: the factor to use (the median of the slices)."""
+
+    result: ScaleEstimate
+
+
+@dataclass(frozen=True)
+class FilesSegmented(JobEnded):
+    """The last message of a file job: the outputs written or completed (fewer when stopped)."""
+
+    result: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class BlocksSegmented(JobEnded):
+    """The last message of a block job: ``result`` blocks written out of ``total`` to do."""
+
+    result: int
+    total: int
+
+
+@dataclass(frozen=True)
+class PackageExported(JobEnded):
+    """The last message of an export: the package written."""
+
+    result: Path
+
+
+@dataclass(frozen=True)
+class Stopped(JobEnded):
+    """The last message of a job stopped before it had a result to show: ``result`` is None.
+
+    Jobs whose results can say they were stopped (training, segmentation, file jobs)
+    end with their own event instead.
+    """
+
+    result: None = None
+
+
+@dataclass(frozen=True)
+class FilesMeasured(JobEnded):
+    """The last message of measuring label files: the table written (a ``Measurements``)."""
+
+    result: Any
+
+
+@dataclass(frozen=True)
+class CellsMeasured(JobEnded):
     """Cell instances (same shape as the labels) and their measurements, one row per cell."""
 
     cells: np.ndarray
     table: Any
 
+    @property
+    def result(self) -> CellsMeasured:
+        """The event itself: the cells and their table are the result."""
+        return self
+
 
 SegmentationEvent = SegmentProgress | Notice | SegmentationFinished
 
 
-def run_to_end(events: Generator[Any, None, R]) -> R:
-    """Drain a job's generator and return its result (for scripts and tests)."""
-    while True:
-        try:
-            next(events)
-        except StopIteration as end:
-            return end.value  # type: ignore[no-any-return]
+def run_to_end(
+    job: Generator[Any, None, Any], on_event: Callable[[Any], object] | None = None
+) -> Any:
+    """Run a job to its end and return the result its last event carries.
+
+    The CLI, scripts and tests consume every job this way; the widgets' workers
+    read the same :class:`JobEnded` event.
+
+    Parameters
+    ----------
+    job : generator
+        A job or engine of the core (see :mod:`~napari_bloodcells.core.jobs`).
+    on_event : callable, optional
+        Called with every event, the last one included, as it comes.
+
+    Returns
+    -------
+    object
+        ``result`` of the last :class:`JobEnded` event.
+
+    Raises
+    ------
+    RuntimeError
+        The job ended without a :class:`JobEnded` event (a bug in the job).
+    """
+    ended: JobEnded | None = None
+    for event in job:
+        if on_event is not None:
+            on_event(event)
+        if isinstance(event, JobEnded):
+            ended = event
+    if ended is None:
+        raise RuntimeError(f"{getattr(job, '__name__', job)!r} ended without its last event")
+    return ended.result

@@ -1,8 +1,8 @@
 """The blood-cell dataset of Zheng et al. (2018), Dataset 1, in the notebook's layout.
 
-:mod:`~napari_bloodcells.core.download` fetches and verifies the upstream
+:mod:`~napari_bloodcells.core.data.download` fetches and verifies the upstream
 files; this module converts them once into ``bloodcells_seg/{images,masks}/all``
-(masks as class indices 0/1/2), which :func:`~napari_bloodcells.core.dataset.load_folder`
+(masks as class indices 0/1/2), which :func:`~napari_bloodcells.core.data.dataset.load_folder`
 reads like any user folder.
 """
 

@@ -4,7 +4,7 @@ A :class:`SegmentationData` holds images as ``(H, W, 3) uint8`` arrays and
 masks as ``(H, W) uint8`` class indices, each pair at its native size. It is
 read from a folder (:func:`load_folder`) or built from napari layers by the
 widgets; the blood-cell dataset's own layout lives in
-:mod:`~napari_bloodcells.core.bloodcell_dataset`.
+:mod:`~napari_bloodcells.core.data.bloodcell_dataset`.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class SegmentationData:
     def check_classes(self, num_classes: int) -> None:
         """Raise :class:`DataError` if a mask holds a value outside ``0..num_classes-1``.
 
-        :data:`~napari_bloodcells.core.classes.UNLABELLED` marks pixels left out of
+        :data:`~napari_bloodcells.core.base.classes.UNLABELLED` marks pixels left out of
         training (partial labels) and is allowed.
         """
         for name, mask in zip(self.names, self.masks, strict=False):
@@ -172,7 +172,7 @@ def read_image(path: Path) -> np.ndarray:
 
     Grayscale, palette and RGBA files are converted. 16-bit and float files
     are accepted only when their values fit 8 bits (or 0..1), as
-    :func:`~napari_bloodcells.core.imaging.to_rgb_uint8` requires; they are
+    :func:`~napari_bloodcells.core.base.imaging.to_rgb_uint8` requires; they are
     never clipped.
 
     Raises

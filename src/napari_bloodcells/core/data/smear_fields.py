@@ -214,7 +214,7 @@ def sample_fields(progress: Progress | None = None) -> list[Field]:
     """The smear-field sample: a few BCCD fields with their white-cell boxes.
 
     Downloaded once from upstream at a pinned commit and checked file by file
-    (:data:`~napari_bloodcells.core.download.SMEAR_FIELDS`;
+    (:data:`~napari_bloodcells.core.data.download.SMEAR_FIELDS`;
     ``NAPARI_BLOODCELLS_SMEAR_URL`` points at a mirror or a local copy).
 
     Raises

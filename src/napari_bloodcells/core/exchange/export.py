@@ -16,7 +16,7 @@ bioimage.io tools can run. It is built with ``bioimageio.spec`` (model spec
   page with the classes, the training data, the scores, the scale the model
   expects and how it was trained;
 - this plugin's own record of the model under ``config["napari-bloodcells"]``,
-  so that :mod:`napari_bloodcells.core.package` loads the package back as it
+  so that :mod:`napari_bloodcells.core.exchange.package` loads the package back as it
   loads a ``.pt`` file.
 
 ``bioimageio.spec``, ``onnx`` and ``onnxscript`` come with the ``bioimageio``
@@ -30,14 +30,14 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
 from napari_bloodcells.core.base.files import atomic_write
 from napari_bloodcells.core.data.bloodcell_dataset import CREDIT, DOI, REFERENCE, SOURCE_NAME
-from napari_bloodcells.core.events import JobStep, run_to_end
+from napari_bloodcells.core.events import JobStep, PackageExported, Stopped, run_to_end
 from napari_bloodcells.core.exchange.package import CONFIG_KEY
 from napari_bloodcells.core.model.checkpoint import describe, model_record
 from napari_bloodcells.core.model.networks import NOTEBOOK_UNET, smp_kwargs
@@ -220,7 +220,7 @@ def _plain(value: Any) -> Any:
 
 
 def plugin_record(model: TrainedModel) -> dict[str, Any]:
-    """Everything :mod:`~napari_bloodcells.core.package` needs to rebuild ``model``, for YAML."""
+    """Everything :mod:`~.package` needs to rebuild ``model``, as plain types for YAML."""
     record: dict[str, Any] = _plain(model_record(model))
     return record
 
@@ -302,8 +302,7 @@ def export_package(
     ConfigError
         If the ``bioimageio`` extra is missing or a weight format is unknown.
     """
-    written = run_to_end(export_job(model, Path(out), sample, settings))
-    assert written is not None  # nothing asks this job to stop
+    written: Path = run_to_end(export_job(model, Path(out), sample, settings))
     return written
 
 
@@ -313,11 +312,11 @@ def export_job(
     sample: np.ndarray,
     settings: ExportSettings = ExportSettings(),
     should_stop: Callable[[], bool] = lambda: False,
-) -> Generator[JobStep, None, Path | None]:
+) -> Generator[JobStep | PackageExported | Stopped, None, Path | None]:
     """:func:`export_package` as a job: yields a :class:`JobStep` before each step.
 
-    Stopped between steps, it writes nothing and returns ``None``; the package
-    appears at ``out`` only when complete.
+    It ends with :class:`PackageExported`; stopped between steps, it writes nothing
+    and ends with :class:`Stopped`. The package appears at ``out`` only when complete.
     """
     require_extra()
     unknown = set(settings.formats) - set(WEIGHT_FORMATS)
@@ -361,11 +360,13 @@ def export_job(
                 continue
             filename, text, write = writers[name]
             if should_stop():
+                yield Stopped()
                 return None
             yield JobStep(text)
             files[name] = root / filename
             write(files[name])
         if should_stop():
+            yield Stopped()
             return None
         yield JobStep("Writing the bioimage.io package…")
         with warnings.catch_warnings():
@@ -380,6 +381,7 @@ def export_job(
             atomic_write(out, package)
             description = None
             gc.collect()  # finalise those files now, while their warning is ignored
+    yield PackageExported(out)
     return out
 
 
@@ -391,9 +393,7 @@ def _state_writer(model: TrainedModel) -> Callable[[Path], None]:
     return write
 
 
-def _description(
-    model: TrainedModel, settings: ExportSettings, root: Path, files: dict[str, Path]
-) -> Any:
+def _input_tensor(model: TrainedModel, root: Path) -> Any:
     import bioimageio.spec.model.v0_5 as spec
     from bioimageio.spec.common import FileDescr
 
@@ -404,7 +404,7 @@ def _description(
         spec.SpaceInputAxis(id=spec.AxisId(axis), size=spec.ParameterizedSize(min=step, step=step))
         for axis in ("y", "x")
     ]
-    inputs = spec.InputTensorDescr(
+    return spec.InputTensorDescr(
         id=spec.TensorId("input"),
         description="RGB image, 8 bits per channel",
         axes=[spec.BatchAxis(), *channels, *space_in],
@@ -423,6 +423,12 @@ def _description(
             spec.EnsureDtypeDescr(kwargs=spec.EnsureDtypeKwargs(dtype="float32")),
         ],
     )
+
+
+def _output_tensor(model: TrainedModel, root: Path) -> Any:
+    import bioimageio.spec.model.v0_5 as spec
+    from bioimageio.spec.common import FileDescr
+
     space_out = [
         spec.SpaceOutputAxis(
             id=spec.AxisId(axis),
@@ -430,7 +436,7 @@ def _description(
         )
         for axis in ("y", "x")
     ]
-    outputs = spec.OutputTensorDescr(
+    return spec.OutputTensorDescr(
         id=spec.TensorId("probabilities"),
         description="Probability of each class: " + ", ".join(model.classes.names),
         axes=[
@@ -442,8 +448,16 @@ def _description(
         data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
         postprocessing=[spec.SoftmaxDescr(kwargs=spec.SoftmaxKwargs(axis=spec.AxisId("channel")))],
     )
+
+
+def _weights(model: TrainedModel, files: dict[str, Path]) -> Any:
+    import bioimageio.spec.model.v0_5 as spec
+
     import_from, callable_name, kwargs = _architecture(model)
     version = torch.__version__.split("+")[0]
+    parent: Literal["pytorch_state_dict"] | None = (
+        "pytorch_state_dict" if "pytorch_state_dict" in files else None
+    )
     weights: dict[str, Any] = {}
     if "pytorch_state_dict" in files:
         weights["pytorch_state_dict"] = spec.PytorchStateDictWeightsDescr(
@@ -455,16 +469,34 @@ def _description(
         )
     if "torchscript" in files:
         weights["torchscript"] = spec.TorchscriptWeightsDescr(
-            source=files["torchscript"],
-            pytorch_version=spec.Version(version),
-            parent="pytorch_state_dict" if "pytorch_state_dict" in files else None,
+            source=files["torchscript"], pytorch_version=spec.Version(version), parent=parent
         )
     if "onnx" in files:
         weights["onnx"] = spec.OnnxWeightsDescr(
-            source=files["onnx"],
-            opset_version=ONNX_OPSET,
-            parent="pytorch_state_dict" if "pytorch_state_dict" in files else None,
+            source=files["onnx"], opset_version=ONNX_OPSET, parent=parent
         )
+    return spec.WeightsDescr(**weights)
+
+
+_TAGS = (
+    "semantic-segmentation",
+    "white-blood-cells",
+    "blood-smear",
+    "nucleus",
+    "cytoplasm",
+    "2d",
+    "pytorch",
+    "unet",
+    "napari-bloodcells",
+)
+
+
+def _description(
+    model: TrainedModel, settings: ExportSettings, root: Path, files: dict[str, Path]
+) -> Any:
+    import bioimageio.spec.model.v0_5 as spec
+    from bioimageio.spec.common import FileDescr
+
     dataset1 = trained_on_dataset1(model)
     cite = [
         spec.CiteEntry(
@@ -484,21 +516,11 @@ def _description(
         authors=[spec.Author(name=name) for name in settings.authors],
         cite=cite,
         license=spec.LicenseId(settings.license or ("GPL-3.0-only" if dataset1 else "CC-BY-4.0")),
-        tags=[
-            "semantic-segmentation",
-            "white-blood-cells",
-            "blood-smear",
-            "nucleus",
-            "cytoplasm",
-            "2d",
-            "pytorch",
-            "unet",
-            "napari-bloodcells",
-        ],
+        tags=list(_TAGS),
         covers=[FileDescr(source=root / "cover.png")],
         documentation=FileDescr(source=root / "README.md"),
-        inputs=[inputs],
-        outputs=[outputs],
-        weights=spec.WeightsDescr(**weights),
+        inputs=[_input_tensor(model, root)],
+        outputs=[_output_tensor(model, root)],
+        weights=_weights(model, files),
         config=spec.Config.model_validate({CONFIG_KEY: plugin_record(model)}),
     )

@@ -1,8 +1,8 @@
 """Running a package's ONNX weights with ONNX Runtime, through the plugin's own inference.
 
 :class:`OnnxNetwork` stands in for the PyTorch network of a
-:class:`~napari_bloodcells.core.checkpoint.TrainedModel`: the same tiling,
-blending, scaling and arg-max of :mod:`~napari_bloodcells.core.infer` then run
+:class:`~napari_bloodcells.core.model.trained.TrainedModel`: the same tiling,
+blending, scaling and arg-max of :mod:`~napari_bloodcells.core.inference.tiled` then run
 on ONNX Runtime. It checks that an exported package segments as the plugin
 does, and lets a CPU without a fast PyTorch path try ONNX Runtime.
 """

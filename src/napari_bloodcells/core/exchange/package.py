@@ -1,6 +1,6 @@
 """Loading bioimage.io model packages back: the packages this plugin exported.
 
-A package written by :mod:`napari_bloodcells.core.export` carries this plugin's
+A package written by :mod:`napari_bloodcells.core.exchange.export` carries this plugin's
 record of the model (architecture, classes, preprocessing, training
 configuration, scores, size model) under ``config["napari-bloodcells"]`` and
 its weights as ``pytorch_state_dict``, so it loads exactly as the ``.pt`` file
@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from napari_bloodcells.core.model.checkpoint import FORMAT_NAME, FORMAT_VERSION, model_from_record
+from napari_bloodcells.core.model.checkpoint import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    existing_model_file,
+    model_from_record,
+)
 from napari_bloodcells.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -59,9 +64,7 @@ def read_description(path: str | Path) -> tuple[dict[str, Any], zipfile.ZipFile]
     """
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"The model file {path} does not exist; check the path.")
+    path = existing_model_file(path)
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -140,7 +143,7 @@ def package_weights(
 
 
 def load_package(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
-    """Load a package that :mod:`~napari_bloodcells.core.export` wrote, as its ``.pt`` would load.
+    """Load a package that :mod:`~.export` wrote, as its ``.pt`` would load.
 
     Raises
     ------

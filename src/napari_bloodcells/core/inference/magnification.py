@@ -18,7 +18,6 @@ between cells of Dataset 1 alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +26,7 @@ from PIL import Image
 
 from napari_bloodcells.core.base.bounds import MAGNIFICATION_RANGE
 from napari_bloodcells.core.base.imaging import pad_to
+from napari_bloodcells.core.events import ScaleEstimate
 from napari_bloodcells.core.inference.tiled import segment_image
 from napari_bloodcells.core.model.preprocessing import image_to_tensor
 
@@ -45,25 +45,6 @@ with the default model, Dataset 1's dev images lie at 0.64-1.28 and BCCD smear f
 1.42-1.68 (docs/benchmarks.md)."""
 
 
-@dataclass(frozen=True)
-class ScaleEstimate:
-    """The outcome of :func:`estimate_scale`.
-
-    Attributes
-    ----------
-    scale : float
-        The factor to segment at; 1.0 when nothing could be estimated.
-    found : bool
-        Whether the model found cells in the image at that factor.
-    message : str
-        One sentence for the user when ``found`` is False, else "".
-    """
-
-    scale: float
-    found: bool
-    message: str = ""
-
-
 def encoder_features(network: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """The encoder's feature maps of ``x``, shallow to deep, for any supported network."""
     encode = getattr(network, "encoder_features", None)
@@ -74,12 +55,6 @@ def encoder_features(network: torch.nn.Module, x: torch.Tensor) -> list[torch.Te
     if not isinstance(encoder, torch.nn.Module):
         raise TypeError(f"{type(network).__name__} has no encoder to describe images with")
     return list(encoder(x))
-
-
-def style(model: TrainedModel, image: np.ndarray) -> np.ndarray:
-    """The style vector of one RGB uint8 image: mean and std of the 3 deepest feature maps."""
-    vector: np.ndarray = styles(model, [image])[0]
-    return vector
 
 
 def styles(model: TrainedModel, images: list[np.ndarray]) -> np.ndarray:

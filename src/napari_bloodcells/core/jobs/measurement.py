@@ -11,8 +11,10 @@ from napari_bloodcells.core.base.imaging import to_rgb_uint8
 from napari_bloodcells.core.data.dataset import read_mask
 from napari_bloodcells.core.events import (
     CellsMeasured,
+    FilesMeasured,
     Notice,
     SegmentProgress,
+    Stopped,
 )
 from napari_bloodcells.core.measure.cells import (
     Measurements,
@@ -44,7 +46,7 @@ def measure_job(
     name: str = "",
     pixel_size: float | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Generator[SegmentProgress | Notice | CellsMeasured, None, CellsMeasured | None]:
+) -> Generator[SegmentProgress | Notice | CellsMeasured | Stopped, None, CellsMeasured | None]:
     """Measure the cells of class labels (one image, or every slice of a stack).
 
     The cell ids of a stack run on from slice to slice, so that every cell has
@@ -57,6 +59,7 @@ def measure_job(
     tables = []
     for index, (classes, picture) in enumerate(zip(slices, pictures, strict=True)):
         if should_stop():
+            yield Stopped()
             return None
         label = f"{name} [{index}]" if stack else name
         found, table = measure_cells(
@@ -79,7 +82,7 @@ def measure_job(
 
 def measure_files(
     labels: Sequence[Path], out: Path, *, pixel_size: float | None = None
-) -> Generator[Notice | SegmentProgress, None, Measurements]:
+) -> Generator[Notice | SegmentProgress | FilesMeasured, None, Measurements]:
     """Measure the cells of class-label image files (0/1/2) into one CSV at ``out``.
 
     Raises
@@ -96,4 +99,6 @@ def measure_files(
         tables.append(measure_cells(classes, name=str(path), pixel_size=pixel_size)[1])
         yield SegmentProgress(index, len(labels), 1, 1)
     yield from _write_measurements(tables, out)
-    return concatenate(tables)
+    table = concatenate(tables)
+    yield FilesMeasured(table)
+    return table

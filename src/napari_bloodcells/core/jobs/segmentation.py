@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,17 +15,20 @@ from napari_bloodcells.core.base.imaging import to_rgb_uint8
 from napari_bloodcells.core.data.dataset import read_image
 from napari_bloodcells.core.data.labels_io import write_labels
 from napari_bloodcells.core.events import (
+    BlocksSegmented,
     BlockWritten,
     FileSegmented,
+    FilesSegmented,
     Notice,
     ScaleChosen,
+    ScaleEstimate,
+    ScaleEstimated,
     SegmentationEvent,
     SegmentationFinished,
     SegmentProgress,
 )
 from napari_bloodcells.core.exchange.open_model import ModelSource, load_model
 from napari_bloodcells.core.inference.magnification import (
-    ScaleEstimate,
     estimate_scale,
     unfamiliar_notice,
 )
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from napari_bloodcells.core.events import Segmentation
+    from napari_bloodcells.core.large.stores import LabelsStore
     from napari_bloodcells.core.model.trained import TrainedModel
 
 
@@ -90,12 +95,13 @@ def scale_job(
     stack: bool,
     name: str = "the image",
     should_stop: Callable[[], bool] | None = None,
-) -> Generator[ScaleChosen, None, ScaleEstimate]:
+) -> Generator[ScaleChosen | ScaleEstimated, None, ScaleEstimate]:
     """Estimate the resize factor of one image, or of a stack from up to 8 of its slices.
 
     Yields one :class:`~napari_bloodcells.core.events.ScaleChosen` per slice
-    looked at, then returns the median of the slices where cells were found
-    (1.0, with the sentence of the first failure, if none was).
+    looked at, then :class:`~napari_bloodcells.core.events.ScaleEstimated` with the
+    median of the slices where cells were found (1.0, with the sentence of the
+    first failure, if none was).
     """
     model = load_model(source)
     should_stop = should_stop or (lambda: False)
@@ -112,14 +118,24 @@ def scale_job(
         estimate = estimate_scale(model, to_rgb_uint8(np.asarray(pixels)), label)
         yield ScaleChosen(index, label, estimate.scale, estimate.message)
         (found if estimate.found else failures).append(estimate)
-    if not found:
-        return failures[0] if failures else ScaleEstimate(1.0, False, "Estimation stopped.")
-    return ScaleEstimate(round(float(np.median([e.scale for e in found])), 3), True)
+    if found:
+        result = ScaleEstimate(round(float(np.median([e.scale for e in found])), 3), True)
+    else:
+        result = failures[0] if failures else ScaleEstimate(1.0, False, "Estimation stopped.")
+    yield ScaleEstimated(result)
+    return result
 
 
 AUTO_SCALE = "auto"
 """``scale`` value asking :func:`segment_files` to estimate each image's factor."""
-FileEvent = SegmentationEvent | FileSegmented | ScaleChosen | BlockWritten
+FileEvent = (
+    SegmentationEvent
+    | FileSegmented
+    | ScaleChosen
+    | BlockWritten
+    | BlocksSegmented
+    | FilesSegmented
+)
 """What :func:`segment_files` yields."""
 
 
@@ -153,9 +169,10 @@ def segment_files(
 
     Every path is checked, and every output name, before any work starts. Large
     images (zarr, OME-Zarr, big or pyramidal TIFF) are read block by block and
-    written to zarr chunk by chunk (:mod:`~napari_bloodcells.core.blockwise`),
+    written to zarr chunk by chunk (:mod:`~napari_bloodcells.core.large.blockwise`),
     so memory stays bounded by one block. With ``measure_to`` the cells of
-    every ordinary image are measured (:mod:`~.measure`) into one CSV. With
+    every ordinary image are measured
+    (:mod:`~napari_bloodcells.core.measure.cells`) into one CSV. With
     ``scale="auto"`` each image's factor is estimated and announced with a
     :class:`~napari_bloodcells.core.events.ScaleChosen`.
 
@@ -166,10 +183,10 @@ def segment_files(
         replace them. Neither: refuse before any work.
     block : int, optional
         Block side for large images (default
-        :data:`~napari_bloodcells.core.blockwise.DEFAULT_BLOCK`).
+        :data:`~napari_bloodcells.core.large.blockwise.DEFAULT_BLOCK`).
     client : distributed.Client, optional
         Spread the files and blocks over this dask cluster's workers
-        (:mod:`~napari_bloodcells.core.scale_out`); ``source`` must then be a path.
+        (:mod:`~napari_bloodcells.core.large.cluster`); ``source`` must then be a path.
 
     Returns
     -------
@@ -187,6 +204,42 @@ def segment_files(
 
     images = expand_inputs(images)
     targets = output_paths(images, out)
+    model, tiles = _checked_file_job(
+        source, targets, scale, tiles, device, measure_to, resume, overwrite, client
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    plan = _SegmentPlan(
+        model, source, tiles, scale, block or DEFAULT_BLOCK, resume, overwrite, device, client
+    )
+    tables: list[Measurements] = []
+    written = yield from _segment_each(
+        plan,
+        images,
+        targets,
+        tables if measure_to is not None else None,
+        pixel_size,
+        should_stop or (lambda: False),
+    )
+    if client is not None:
+        written += yield from plan.drain(len(images), should_stop or (lambda: False))
+    if measure_to is not None:
+        yield from _write_measurements(tables, measure_to)
+    yield FilesSegmented(tuple(written))
+    return written
+
+
+def _checked_file_job(
+    source: ModelSource,
+    targets: Sequence[Path],
+    scale: float | str,
+    tiles: TileSettings | None,
+    device: torch.device | str | None,
+    measure_to: Path | None,
+    resume: bool,
+    overwrite: bool,
+    client: Client | None,
+) -> tuple[TrainedModel, TileSettings]:
+    """The model and tiles of a file job, after every check that can fail before work starts."""
     _check_targets(targets, resume, overwrite)
     if client is not None and not isinstance(source, Path | str):
         raise ConfigError("Segmenting on dask workers needs the model as a file path.")
@@ -201,15 +254,21 @@ def segment_files(
     tiles.check(model.spec.input_multiple)
     if scale != AUTO_SCALE:
         MAGNIFICATION_RANGE.check(float(scale))
-    out.mkdir(parents=True, exist_ok=True)
-    should_stop = should_stop or (lambda: False)
-    plan = _SegmentPlan(
-        model, source, tiles, scale, block or DEFAULT_BLOCK, resume, overwrite, device, client
-    )
+    return model, tiles
+
+
+def _segment_each(
+    plan: _SegmentPlan,
+    images: Sequence[Path],
+    targets: Sequence[Path],
+    tables: list[Measurements] | None,
+    pixel_size: float | None,
+    should_stop: Callable[[], bool],
+) -> Generator[FileEvent, None, list[Path]]:
+    """Segment the files one by one (or queue them on the cluster); the outputs written."""
     written: list[Path] = []
-    tables: list[Measurements] = []
     for index, (path, target) in enumerate(zip(images, targets, strict=True)):
-        if resume and target.is_file():
+        if plan.resume and target.is_file():
             written.append(target)
             yield FileSegmented(index, len(images), path, target)
             continue
@@ -222,22 +281,17 @@ def segment_files(
                 yield Notice(f"Stopped before {path}; {len(written)} file(s) were written.")
                 break
             labels, pixels = done
-            if measure_to is not None and labels is not None:
-                table = measure_cells(labels, pixels, name=str(path), pixel_size=pixel_size)[1]
-                tables.append(table)
-        else:
-            finished = yield from plan.large_file(path, target, should_stop)
-            if not finished:
-                break
-        if client is None:
+            if tables is not None and labels is not None:
+                tables.append(
+                    measure_cells(labels, pixels, name=str(path), pixel_size=pixel_size)[1]
+                )
+        elif not (yield from plan.large_file(path, target, should_stop)):
+            break
+        if plan.client is None:
             written.append(target)
             yield FileSegmented(index, len(images), path, target)
         else:
             plan.queued[target] = (index, path)
-    if client is not None:
-        written += yield from plan.drain(len(images), should_stop)
-    if measure_to is not None:
-        yield from _write_measurements(tables, measure_to)
     return written
 
 
@@ -327,63 +381,54 @@ class _SegmentPlan:
     def large_file(
         self, path: Path, target: Path, should_stop: Callable[[], bool]
     ) -> Generator[FileEvent, None, bool]:
-        import shutil
-
-        from napari_bloodcells.core.large.blockwise import default_halo, segment_blocks
-        from napari_bloodcells.core.large.stores import blocks, create_labels_store, open_lazy
+        from napari_bloodcells.core.large.blockwise import default_halo
+        from napari_bloodcells.core.large.stores import open_lazy
 
         image = (
             open_lazy(path)
             if path.is_dir() or path.suffix.lower() in (".tif", ".tiff")
             else read_image(path)
         )
-        height, width = image.shape[:2]
         if self.scale == AUTO_SCALE:
             raise ConfigError(
                 f"--scale auto is not offered for large images like {path.name}; estimate the "
                 "scale on a crop (segment --scale auto crop.png) and pass it as a number."
             )
         factor = float(self.scale)
-        if self.overwrite and target.exists():
-            shutil.rmtree(target)
-        store = create_labels_store(
+        store = large_labels_store(
             target,
-            (height, width),
+            image.shape[:2],
             self.block,
             resume=self.resume,
+            overwrite=self.overwrite,
             attributes={"source": str(path), "classes": list(self.model.classes.names)},
         )
-        todo = [b for b in blocks(height, width, self.block) if not store.is_done(b)]
-        halo = default_halo(self.tiles, factor)
-        if self.client is not None:
-            from napari_bloodcells.core.large.cluster import block_task, submit
-
-            for b in todo:
-                future = submit(
-                    self.client,
-                    block_task,
-                    str(self.source),
-                    str(path),
-                    str(target),
-                    b,
-                    halo,
-                    factor,
-                    self.tiles,
-                    self.device,
-                )
-                self.futures.append((future, target))
+        if self.client is None:
+            yield from blocks_job(
+                self.model, image, store, scale=factor, tiles=self.tiles, should_stop=should_stop
+            )
+            if store.blocks_to_do():
+                yield Notice(f"Run again with --resume to finish {path.name}.")
+                return False
             return True
-        written = yield from segment_blocks(
-            self.model,
-            image,
-            store,
-            todo,
-            halo=halo,
-            scale=factor,
-            tiles=self.tiles,
-            should_stop=should_stop,
-        )
-        return written == len(todo)
+        from napari_bloodcells.core.large.cluster import block_task, submit
+
+        halo = default_halo(self.tiles, factor)
+        for b in store.blocks_to_do():
+            future = submit(
+                self.client,
+                block_task,
+                str(self.source),
+                str(path),
+                str(target),
+                b,
+                halo,
+                factor,
+                self.tiles,
+                self.device,
+            )
+            self.futures.append((future, target))
+        return True
 
     def drain(
         self, files: int, should_stop: Callable[[], bool]
@@ -426,3 +471,78 @@ class _SegmentPlan:
                 finished.append(target)
                 yield FileSegmented(index, files, path, target)
         return finished
+
+
+def large_labels_store(
+    target: Path,
+    shape: tuple[int, int],
+    block: int,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    attributes: dict[str, Any] | None = None,
+) -> LabelsStore:
+    """The store a large image's labels are written into, block by block.
+
+    Parameters
+    ----------
+    target : Path
+        The ``.zarr`` folder.
+    shape : tuple of int
+        The image's height and width.
+    block : int
+        Block side in pixels.
+    resume, overwrite : bool
+        Reopen an unfinished store, or replace an existing one; neither refuses
+        an existing store.
+    attributes : dict, optional
+        Recorded with the labels (the source image, the class names).
+    """
+    from napari_bloodcells.core.large.stores import create_labels_store
+
+    if overwrite and target.exists():
+        shutil.rmtree(target)
+    height, width = shape
+    return create_labels_store(
+        target, (int(height), int(width)), block, resume=resume, attributes=attributes
+    )
+
+
+def blocks_job(
+    model: ModelSource,
+    image: Any,
+    store: LabelsStore,
+    *,
+    scale: float = 1.0,
+    tiles: TileSettings | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[BlockWritten | Notice | BlocksSegmented, None, int]:
+    """Segment the blocks of ``image`` that ``store`` lacks; ends with ``BlocksSegmented``.
+
+    The one large-image path: the CLI's large files and the Segment widget's large
+    layers both run it. Only one block (plus its halo) of pixels is in memory at a time.
+
+    Parameters
+    ----------
+    model : TrainedModel or Path
+        The model.
+    image : array-like
+        ``(H, W, C)``, read lazily block by block (a dask or zarr array, or numpy).
+    store : LabelsStore
+        From :func:`large_labels_store`.
+    """
+    from napari_bloodcells.core.large.blockwise import default_halo, segment_blocks
+
+    tiles = tiles or TileSettings()
+    return (
+        yield from segment_blocks(
+            load_model(model),
+            image,
+            store,
+            store.blocks_to_do(),
+            halo=default_halo(tiles, scale),
+            scale=scale,
+            tiles=tiles,
+            should_stop=should_stop,
+        )
+    )

@@ -63,7 +63,7 @@ def training_job(
 
     Yields
     ------
-    DataReady, then the events of :func:`~napari_bloodcells.core.train.train`.
+    DataReady, then the events of :func:`~napari_bloodcells.core.training.loop.train`.
     """
     config.validate()
     if checkpoint_path is not None and isinstance(init, Path) and _same_file(init, checkpoint_path):

@@ -2,13 +2,13 @@
 
 Each block is read from a lazy array together with the whole-image tiles
 that cover it (:func:`aligned_region`), segmented by the ordinary tiled
-inference of :mod:`~napari_bloodcells.core.infer`, cropped back to the block
+inference of :mod:`~napari_bloodcells.core.inference.tiled`, cropped back to the block
 and written to a zarr store, which marks it done. Because the tiles and their
 blending are those of a whole-image run, the labels do not depend on where the
 blocks fall. (At a scale other than 1 the tiles fall on the resized image; a
 margin of context, the halo, is read instead.) The same function runs in one
 process or, one block per task, on dask.distributed workers
-(:mod:`~napari_bloodcells.core.scale_out`).
+(:mod:`~napari_bloodcells.core.large.cluster`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from napari_bloodcells.core.base.imaging import to_rgb_uint8
-from napari_bloodcells.core.events import BlockWritten, Notice, SegmentationFinished
+from napari_bloodcells.core.events import (
+    BlocksSegmented,
+    BlockWritten,
+    Notice,
+    SegmentationFinished,
+)
 from napari_bloodcells.core.inference.tiled import TileSettings, segment, tile_starts
 
 if TYPE_CHECKING:
@@ -104,7 +109,7 @@ def segment_blocks(
     scale: float = 1.0,
     tiles: TileSettings | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Generator[BlockWritten | Notice, None, int]:
+) -> Generator[BlockWritten | Notice | BlocksSegmented, None, int]:
     """Segment and write ``todo`` blocks one after the other; returns how many were written.
 
     Stopping ends the job between tile batches; blocks written stay valid and
@@ -117,10 +122,11 @@ def segment_blocks(
         )
         if labels is None:
             yield Notice(
-                f"Stopped; {done} of {len(todo)} blocks were written to {store.path} "
-                "(--resume finishes the rest)."
+                f"Stopped; {done} of {len(todo)} blocks were written to {store.path} and are kept."
             )
+            yield BlocksSegmented(done, len(todo))
             return done
         store.write(block, labels)
         yield BlockWritten(done + 1, len(todo), block.row, block.col)
+    yield BlocksSegmented(len(todo), len(todo))
     return len(todo)

@@ -4,8 +4,8 @@ The scheduler is dask's, never one of our own: a ``LocalCluster`` of N
 worker processes (``segment --workers N``) or any running cluster
 (``segment --scheduler tcp://host:port``; dask-jobqueue on SLURM, say). Every
 file, and every block of a large image, is one task. A task runs the same
-code as a single process (:func:`~napari_bloodcells.core.infer.segment`,
-:func:`~napari_bloodcells.core.blockwise.segment_block`), so the labels are
+code as a single process (:func:`~napari_bloodcells.core.inference.tiled.segment`,
+:func:`~napari_bloodcells.core.large.blockwise.segment_block`), so the labels are
 the same. Each worker loads the model once and keeps it; with GPUs each
 worker takes one. Tasks whose worker dies are retried on another; a file's
 labels are written atomically and a block is marked done only once written,

@@ -231,6 +231,21 @@ class LabelsStore:
     done: Any
     levels: tuple[Any, ...] = ()
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The image's height and width."""
+        height, width = self.labels.shape
+        return int(height), int(width)
+
+    @property
+    def block(self) -> int:
+        """The side of a block (and of a chunk of ``labels``)."""
+        return int(self.labels.chunks[0])
+
+    def blocks_to_do(self) -> list[Block]:
+        """The blocks not written yet, in order."""
+        return [b for b in blocks(*self.shape, self.block) if not self.is_done(b)]
+
     def is_done(self, block: Block) -> bool:
         """Whether ``block`` was written by an earlier run."""
         return bool(self.done[block.row, block.col])

@@ -41,11 +41,32 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def existing_model_file(path: str | Path) -> Path:
+    """``path`` as a Path, or a :class:`CheckpointError` saying that no such model file exists."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"The model file {path} does not exist; check the path.")
+    return path
+
+
+def best_dev_dice(model: TrainedModel) -> str:
+    """The foreground classes' dev Dice of the model's best epoch, e.g. "cytoplasm 0.95,
+    nucleus 0.97"; "" when its history does not have them."""
+    best = model.metrics.get("best_epoch")
+    entry = next((h for h in model.metrics.get("history", []) if h.get("epoch") == best), None)
+    if entry is None or "dice" not in entry:
+        return ""
+    return ", ".join(
+        f"{name} {float(dice):.2f}"
+        for name, dice in zip(model.classes.names[1:], entry["dice"][1:], strict=False)
+    )
+
+
 def model_record(model: TrainedModel) -> dict[str, Any]:
     """Everything about ``model`` but its weights, as plain types.
 
     A checkpoint stores it beside the weights; a bioimage.io package
-    (:mod:`~napari_bloodcells.core.export`) stores it in its ``config``.
+    (:mod:`~napari_bloodcells.core.exchange.export`) stores it in its ``config``.
     :func:`model_from_record` reverses it.
     """
     return {
@@ -146,9 +167,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Tra
     CheckpointError
         If the file is missing, truncated, foreign, or from a newer format.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"The model file {path} does not exist; check the path.")
+    path = existing_model_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for foreign or damaged bytes
@@ -191,14 +210,9 @@ def describe(model: TrainedModel) -> str:
     )
     source = model.config.get("data_source")
     text = f"{arch}, trained on {source}" if source else arch
-    best = model.metrics.get("best_epoch")
-    entry = next((h for h in model.metrics.get("history", []) if h.get("epoch") == best), None)
-    if entry is not None and "dice" in entry:
-        scores = ", ".join(
-            f"{name} {float(dice):.2f}"
-            for name, dice in zip(model.classes.names[1:], entry["dice"][1:], strict=False)
-        )
-        text += f"; epoch {best}, dev Dice {scores}"
+    scores = best_dev_dice(model)
+    if scores:
+        text += f"; epoch {model.metrics.get('best_epoch')}, dev Dice {scores}"
     return text
 
 
@@ -213,9 +227,7 @@ def describe_file(path: str | Path) -> str:
     CheckpointError
         As :func:`load_checkpoint` for a missing, damaged or foreign file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"The model file {path} does not exist; check the path.")
+    path = existing_model_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:

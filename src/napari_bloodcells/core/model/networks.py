@@ -33,7 +33,7 @@ OFFERED_ENCODERS: tuple[str, ...] = (
 """Encoders the widgets offer: small enough to train on a laptop, and each one
 trained for a step with every architecture it is offered with
 (``tests/test_models.py``). The last is the encoder of the network a CPU without
-fast bf16 trains (:data:`~napari_bloodcells.core.config.CPU_NETWORK`), so that a
+fast bf16 trains (:data:`~napari_bloodcells.core.training.config.CPU_NETWORK`), so that a
 model continued from it shows its encoder. The CLI accepts any smp encoder name."""
 
 _UNOFFERED_ARCHITECTURES = {

@@ -33,7 +33,8 @@ class TrainedModel:
     metrics : dict
         Final scores and history, as plain types.
     size_model : SizeModel or None
-        Estimates the resize factor of new images (:mod:`~napari_bloodcells.core.scale`).
+        Estimates the resize factor of new images
+        (:mod:`~napari_bloodcells.core.inference.magnification`).
     """
 
     network: nn.Module
