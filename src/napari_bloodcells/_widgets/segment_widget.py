@@ -54,6 +54,7 @@ from napari_bloodcells._widgets.layers import (
     write_confidence,
     write_prediction,
 )
+from napari_bloodcells._widgets.queue_panel import QueuePanel
 from napari_bloodcells._widgets.state import subscribe
 from napari_bloodcells._widgets.workers import show_error, show_info, show_warning
 from napari_bloodcells.core.base.bounds import MAGNIFICATION_RANGE, range_of
@@ -62,6 +63,7 @@ from napari_bloodcells.core.events import (
     BlocksSegmented,
     BlockWritten,
     CellsMeasured,
+    Ranked,
     ScaleChosen,
     ScaleEstimate,
     ScaleEstimated,
@@ -226,8 +228,11 @@ class SegmentWidget(JobWidget):
         self.more_options = collapsible(
             "More options", form(self.tile_size), self.confidence, expanded=False
         )
+        self.queue = QueuePanel(self)
+        self.queue_section = collapsible("Correction queue", self.queue, expanded=False)
         layout = self.native.layout()
         layout.insertWidget(layout.indexOf(self.status.native) + 1, self.more_options)
+        layout.insertWidget(layout.indexOf(self.training_set_info.native) + 1, self.queue_section)
         layout.addWidget(self.cell_table)
         self.scroll_area = scroll_contents(self)
         self.segment_button.changed.connect(self.segment)
@@ -242,6 +247,7 @@ class SegmentWidget(JobWidget):
         self.model_file.changed.connect(self._show_model)
         subscribe(self.state.current.events.model, self._show_model, self.native)
         subscribe(self.state.training_set.changed, self._show_training_set, self.native)
+        subscribe(self.state.current.events.model, self.queue.save_model, self.native)
         self._show_model()
         self._show_training_set(len(self.state.training_set))
 
@@ -359,11 +365,13 @@ class SegmentWidget(JobWidget):
         self.status.value = f"Estimating the scale of '{layer.name}'…"
         self.run_job(scale_job, model, image.array, stack=image.stack, name=f"'{layer.name}'")
 
-    def add_to_training_set(self, *_: object) -> None:
+    def add_to_training_set(self, *_: object) -> bool:
         """Copy the corrected labels and their image into the session training set.
 
         The whole stack, or only the slice on screen when "current slice only"
-        is ticked. The layers themselves are never changed.
+        is ticked. The layers themselves are never changed. With a project open
+        (the correction queue), the pair is written into its folder too. Returns
+        whether a pair was added.
         """
         labels_layer = self.corrected_layer.value
         try:
@@ -377,19 +385,21 @@ class SegmentWidget(JobWidget):
             data = data.rescaled(scale)
         except BloodcellsError as exc:
             show_error(str(exc))
-            return
+            return False
         if is_unpainted_prediction(labels_layer):
             show_warning(
                 f"'{labels_layer.name}' is the model's own prediction, not corrected: adding it "
                 "only confirms what the model does; paint the corrections first to teach it."
             )
         self.state.training_set.add(data)
+        self.queue.keep_pair(data, image_layer.name, scale)
         at = f" at scale {scale:g}, the scale it was segmented at" if scale != 1.0 else ""
         show_info(
             f"Added {len(data)} image(s) from '{labels_layer.name}' to the session "
             f"training set{at} ({len(self.state.training_set)} in all); the layers are "
             "unchanged."
         )
+        return True
 
     def measure(self, *_: object) -> None:
         """Measure the cells of the 'Corrected labels' layer in a worker."""
@@ -509,10 +519,17 @@ class SegmentWidget(JobWidget):
         super().set_running(running)
         self.segment_button.enabled = not running
 
+    def on_outcome(self, message: object) -> None:
+        """Keep a ranking in the project even when the dock was closed meanwhile."""
+        if isinstance(message, Ranked):
+            self.queue.keep_ranking(message.result)
+
     def update_views(self, message: object) -> None:
         """Show tile progress; write the layers once the whole job has finished."""
         if isinstance(message, CellsMeasured):
             self._show_cells(message)
+        elif isinstance(message, Ranked):
+            self.queue.show_ranking(message.result)
         elif isinstance(message, ScaleChosen):
             self.status.value = (
                 message.message or f"Estimated scale {message.scale:g} for {message.name}…"

@@ -1,4 +1,5 @@
-"""Command line: ``napari-bloodcells gui | fetch | train | evaluate | segment | measure | export``.
+"""Command line: ``napari-bloodcells gui | fetch | train | evaluate | segment | suggest |
+measure | export``.
 
 A thin front end over :mod:`napari_bloodcells.core.jobs`: each command lives in a
 module of its own that declares its arguments beside the code that runs its job,
@@ -13,7 +14,16 @@ import sys
 from typing import TYPE_CHECKING
 
 from napari_bloodcells import __version__
-from napari_bloodcells.cli import evaluate, export, fetch, gui, measure, segment, train
+from napari_bloodcells.cli import (
+    evaluate,
+    export,
+    fetch,
+    gui,
+    measure,
+    segment,
+    suggest,
+    train,
+)
 from napari_bloodcells.cli.common import (
     ENVIRONMENT,
     EXIT_INTERRUPTED,
@@ -33,6 +43,7 @@ COMMANDS = {
     "train": train,
     "evaluate": evaluate,
     "segment": segment,
+    "suggest": suggest,
     "measure": measure,
     "export": export,
 }

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from napari_bloodcells.core.base.classes import ClassInfo
+    from napari_bloodcells.core.data.project import Suggestion
     from napari_bloodcells.core.model.trained import TrainedModel
 
 R = TypeVar("R")
@@ -380,6 +381,13 @@ class FilesMeasured(JobEnded):
     """The last message of measuring label files: the table written (a ``Measurements``)."""
 
     result: Any
+
+
+@dataclass(frozen=True)
+class Ranked(JobEnded):
+    """The last message of a ranking job: the images, most useful to correct first."""
+
+    result: tuple[Suggestion, ...]
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ that a front end never reaches into the engines.
 
 from napari_bloodcells.core.base.device import resolve_device
 from napari_bloodcells.core.data.bloodcell_dataset import bloodcell_folder
+from napari_bloodcells.core.data.dataset import read_image
 from napari_bloodcells.core.data.download import cache_dir
 from napari_bloodcells.core.data.labels_io import write_labels
+from napari_bloodcells.core.data.project import Project, QueueEntry, Suggestion
 from napari_bloodcells.core.exchange.open_model import ModelSource, load_model
 from napari_bloodcells.core.jobs.evaluation import SPLITS, evaluation_job
 from napari_bloodcells.core.jobs.export import export_model
@@ -28,6 +30,7 @@ from napari_bloodcells.core.jobs.loading import (
     sample_image,
 )
 from napari_bloodcells.core.jobs.measurement import measure_files, measure_job
+from napari_bloodcells.core.jobs.queue import suggest_job, write_ranking
 from napari_bloodcells.core.jobs.segmentation import (
     blocks_job,
     large_labels_store,
@@ -48,6 +51,9 @@ from napari_bloodcells.core.training.report import plot_curves, write_history_js
 __all__ = [
     "SPLITS",
     "ModelSource",
+    "Project",
+    "QueueEntry",
+    "Suggestion",
     "TrainingData",
     "architectures",
     "best_dev_dice",
@@ -71,14 +77,17 @@ __all__ = [
     "measure_job",
     "output_paths",
     "plot_curves",
+    "read_image",
     "resolve_device",
     "sample_image",
     "save_checkpoint",
     "scale_job",
     "segment_files",
     "segmentation_job",
+    "suggest_job",
     "training_job",
     "write_csv",
     "write_history_json",
     "write_labels",
+    "write_ranking",
 ]

@@ -38,7 +38,10 @@ def expand_inputs(paths: Sequence[Path]) -> list[Path]:
                 if (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or is_zarr(p)
             )
             if not inside:
-                raise DataError(f"The folder {path} holds no image (.png, .tif, .zarr, ...).")
+                raise DataError(
+                    f"The folder {path} holds no image (.png, .tif, .zarr, ...); choose a "
+                    "folder of images."
+                )
             found.extend(inside)
         elif glob.has_magic(str(path)):
             matches = sorted(Path(m) for m in glob.glob(str(path)))
