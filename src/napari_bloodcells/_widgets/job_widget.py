@@ -97,6 +97,11 @@ class JobWidget(Container):
         """Whether a stop was asked for the current job."""
         return self._stop.is_set()
 
+    @property
+    def viewer(self) -> napari.viewer.Viewer:
+        """The viewer this dock works in."""
+        return self._viewer
+
     def run_job(
         self, job: Callable[..., Generator[object, None, Any]], *args: Any, **kwargs: Any
     ) -> None:

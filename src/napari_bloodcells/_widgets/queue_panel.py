@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from magicgui.types import FileDialogMode
 from magicgui.widgets import Container, FileEdit, PushButton
@@ -33,14 +33,45 @@ from napari_bloodcells.core.jobs import (
 from napari_bloodcells.errors import BloodcellsError, ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    import napari
+    from magicgui.widgets import FloatSpinBox
     from napari.layers import Image
 
-    from napari_bloodcells._widgets.segment_widget import SegmentWidget
+    from napari_bloodcells._widgets.layer_picker import LayerPicker
+    from napari_bloodcells._widgets.state import ViewerState
     from napari_bloodcells.core.data.dataset import SegmentationData
-    from napari_bloodcells.core.jobs import Suggestion
+    from napari_bloodcells.core.jobs import ModelSource, Suggestion
     from napari_bloodcells.core.model.trained import TrainedModel
 
 HEADERS = ("image", "score", "corrected")
+
+
+class QueueHost(Protocol):
+    """What the queue needs of the dock it sits in (the Segment widget)."""
+
+    state: ViewerState
+    image_layer: LayerPicker
+    scale: FloatSpinBox
+
+    @property
+    def viewer(self) -> napari.viewer.Viewer: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def run_job(
+        self, job: Callable[..., Generator[object, None, Any]], *args: Any, **kwargs: Any
+    ) -> None: ...
+
+    def segment(self, *_: object) -> None: ...
+
+    def add_to_training_set(self, *_: object) -> bool: ...
+
+    def refuse_while_running(self) -> bool: ...
+
+    def chosen_model(self) -> ModelSource: ...
 
 
 class _Number(QTableWidgetItem):
@@ -61,7 +92,7 @@ class QueuePanel(Container):
 
     Parameters
     ----------
-    host : SegmentWidget
+    host : QueueHost
         Runs the ranking and the segmentations, and adds corrections to the training set.
 
     Attributes
@@ -80,7 +111,7 @@ class QueuePanel(Container):
 
     opened = Signal(str)
 
-    def __init__(self, host: SegmentWidget) -> None:
+    def __init__(self, host: QueueHost) -> None:
         self.host = host
         self.project_folder = FileEdit(
             label="Project folder", mode=FileDialogMode.EXISTING_DIRECTORY, nullable=True
@@ -191,7 +222,7 @@ class QueuePanel(Container):
 
         named: list[tuple[str, object]] = []
         try:
-            for layer in self.host._viewer.layers:
+            for layer in self.host.viewer.layers:
                 if not isinstance(layer, Image):
                     continue
                 image = image_input(layer)
@@ -208,10 +239,10 @@ class QueuePanel(Container):
         self._rank(named)
 
     def _rank(self, images: list[Path] | list[tuple[str, object]]) -> None:
-        if self.host._refuse_while_running():
+        if self.host.refuse_while_running():
             return
         try:
-            model = self.host._model()
+            model = self.host.chosen_model()
         except ConfigError as exc:
             show_error(str(exc))
             return
@@ -274,13 +305,13 @@ class QueuePanel(Container):
         self.current = name
         self.host.image_layer.value = layer
         self.host.scale.value = entry.suggestion.scale
-        self.host._viewer.layers.selection.active = layer
+        self.host.viewer.layers.selection.active = layer
         self.host.segment()
         self.info.value = f"Correct '{layer.name}', then add it and go to the next image."
         self.opened.emit(name)
 
     def _layer_for(self, name: str) -> Image:
-        viewer = self.host._viewer
+        viewer = self.host.viewer
         layer_name = name.split(" [")[0] if name not in viewer.layers else name
         if layer_name in viewer.layers:
             return viewer.layers[layer_name]

@@ -274,10 +274,10 @@ class SegmentWidget(JobWidget):
 
     def segment(self, *_: object) -> None:
         """Check the inputs, then segment in a worker; problems become notifications."""
-        if self._refuse_while_running():
+        if self.refuse_while_running():
             return
         try:
-            model = self._model()  # before copying the pixels: cheaper to fail
+            model = self.chosen_model()  # before copying the pixels: cheaper to fail
             layer = self.image_layer.value
             tiles = self._tiles.for_size(int(self.tile_size.value))
             large = lazy_image(layer)
@@ -352,10 +352,10 @@ class SegmentWidget(JobWidget):
 
     def estimate_scale(self, *_: object) -> None:
         """Estimate the Scale for the chosen image in a worker, and put it in the Scale field."""
-        if self._refuse_while_running():
+        if self.refuse_while_running():
             return
         try:
-            model = self._model()
+            model = self.chosen_model()
             layer = self.image_layer.value
             image = image_input(layer)
         except BloodcellsError as exc:
@@ -403,7 +403,7 @@ class SegmentWidget(JobWidget):
 
     def measure(self, *_: object) -> None:
         """Measure the cells of the 'Corrected labels' layer in a worker."""
-        if self._refuse_while_running():
+        if self.refuse_while_running():
             return
         labels_layer = self.corrected_layer.value
         try:
@@ -425,7 +425,7 @@ class SegmentWidget(JobWidget):
             pixel_size=size,
         )
 
-    def _refuse_while_running(self) -> bool:
+    def refuse_while_running(self) -> bool:
         """Say so, and return True, if this widget's job (segment, estimate, measure) runs."""
         if self.running:
             show_error("A segmentation is already running; wait for it to finish.")
@@ -500,7 +500,7 @@ class SegmentWidget(JobWidget):
         """Empty the session training set."""
         self.state.training_set.clear()
 
-    def _model(self) -> ModelSource:
+    def chosen_model(self) -> ModelSource:
         if self.model_source.value == MODEL_CURRENT:
             model = self.state.current.model
             if model is None:
