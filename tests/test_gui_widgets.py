@@ -534,6 +534,12 @@ def test_a_multiscale_dask_layer_is_segmented_block_by_block_into_a_zarr_backed_
     assert written is not None
     store = written.metadata["napari_bloodcells"]["zarr"]
     group = zarr.open_group(store, mode="r")
-    assert group["labels"].shape == (1000, 1500) and bool(np.all(group["blocks_done"][:]))
-    assert set(np.unique(group["labels"][::50, ::50])) <= {0, 1, 2}
+    assert group["0"].shape == (1000, 1500) and bool(np.all(group["blocks_done"][:]))
+    assert set(np.unique(group["0"][::50, ::50])) <= {0, 1, 2}
+    # The same OME-Zarr label image as the command line writes: readers see labels.
+    assert [p["class"] for p in group.attrs["ome"]["image-label"]["properties"]] == [
+        "background",
+        "cytoplasm",
+        "nucleus",
+    ]
     assert "Segmented 'slide segmentation'" in segment_widget.status.value

@@ -44,7 +44,7 @@ def write_zarr(path, array, chunks=(128, 128, 3)):
 
 
 def labels_of(store) -> np.ndarray:
-    return np.asarray(zarr.open_group(str(store), mode="r")["labels"][:])
+    return np.asarray(zarr.open_group(str(store), mode="r")["0"][:])
 
 
 def test_a_zarr_slide_is_segmented_block_by_block_as_one_image_would_be(
@@ -56,7 +56,7 @@ def test_a_zarr_slide_is_segmented_block_by_block_as_one_image_would_be(
     assert cli.main(args) == 0
     assert "block 9/9" in capsys.readouterr().err  # 3 x 3 blocks
     group = zarr.open_group(str(out / "slide.zarr"), mode="r")
-    assert group["labels"].chunks == (BLOCK, BLOCK) and bool(np.all(group["blocks_done"][:]))
+    assert group["0"].chunks == (BLOCK, BLOCK) and bool(np.all(group["blocks_done"][:]))
     # The blocks are tiled as the whole image is: the block split leaves no seams of its own.
     whole = segment_image(untrained_model(native=True), slide)[0]
     assert (labels_of(out / "slide.zarr") == whole).mean() >= 0.999
@@ -263,3 +263,36 @@ def test_globs_and_folders_expand_and_python_dash_m_runs_the_command(tmp_path, b
         check=False,
     )
     assert done.returncode == 0 and "--workers" in done.stdout and "--resume" in done.stdout
+
+
+def test_large_labels_are_ome_zarr_that_readers_open_as_labels(tmp_path, model_file, slide):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Multiscales, Reader
+
+    source = write_zarr(tmp_path / "slide.zarr", slide)
+    out = tmp_path / "out.zarr"
+    args = ["segment", str(model_file), str(source), "--out", str(out), "--block", str(BLOCK)]
+    assert cli.main(args) == 0
+    root = zarr.open_group(str(out), mode="r")  # the --out group is a zarr group itself
+    assert root.attrs["ome"]["labels"] == ["slide"]
+    node = next(iter(Reader(parse_url(str(out / "slide")))()))
+    assert {type(spec) for spec in node.specs} >= {Label, Multiscales}
+    label = root["slide"].attrs["ome"]["image-label"]
+    assert [c["label-value"] for c in label["colors"]] == [0, 1, 2]
+    assert [p["class"] for p in label["properties"]] == ["background", "cytoplasm", "nucleus"]
+    levels = root["slide"].attrs["ome"]["multiscales"][0]["datasets"]
+    assert levels[0]["coordinateTransformations"][0]["scale"] == [1.0, 1.0]
+    assert (labels_of(out / "slide") == node.data[0][:]).all()
+
+
+def test_into_input_writes_the_labels_beside_the_ome_zarr_image(tmp_path, model_file, slide):
+    from ome_zarr.writer import write_image
+
+    source = tmp_path / "slide.ome.zarr"
+    image = zarr.open_group(str(source), mode="w")
+    write_image(np.moveaxis(slide, -1, 0), image, axes="cyx", scaler=None)
+    args = ["segment", str(model_file), str(source), "--out", str(tmp_path / "unused")]
+    assert cli.main([*args, "--into-input", "--block", str(BLOCK)]) == 0
+    labels = zarr.open_group(str(source / "labels"), mode="r")
+    assert labels.attrs["ome"]["labels"] == ["bloodcells"]
+    assert labels_of(source / "labels" / "bloodcells").shape == slide.shape[:2]

@@ -327,7 +327,8 @@ class SegmentWidget(JobWidget):
             path,
             data.shape[:2],  # type: ignore[attr-defined]
             LAYER_BLOCK,
-            attributes={"image": layer.name, "classes": list(model.classes.names)},
+            attributes={"image": layer.name},
+            classes=model.classes,
         )
         self._target = layer
         self._scale = scale

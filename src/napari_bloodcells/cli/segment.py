@@ -78,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument(
+        "--into-input",
+        action="store_true",
+        help="write the labels of an OME-Zarr input into it, as <input>/labels/bloodcells",
+    )
+    parser.add_argument(
         "--block", type=int, default=2048, help="block side for large images (pixels)"
     )
     parser.add_argument(
@@ -136,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 block=args.block,
                 client=client,
+                into_input=args.into_input,
             )
             run_to_end(job, _print_event)
     finally:

@@ -53,12 +53,18 @@ def expand_inputs(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-def output_paths(images: Sequence[Path], out: Path) -> list[Path]:
+LABELS_NAME = "bloodcells"
+"""The label image's name inside an OME-Zarr input (``<input>/labels/bloodcells``)."""
+
+
+def output_paths(images: Sequence[Path], out: Path, into_input: bool = False) -> list[Path]:
     """Where :func:`segment_files` writes each image's labels.
 
     ``out/<stem>.png`` for ordinary images; ``out/<stem>.zarr`` for large ones
     (zarr inputs, TIFFs above 4096x4096 pixels or pyramidal); and
     ``out/<stem>`` inside the zarr group when ``out`` itself ends in ``.zarr``.
+    With ``into_input``, a zarr input's labels go into the input itself, as
+    ``<input>/labels/bloodcells``, where OME-Zarr readers look for them.
 
     Raises
     ------
@@ -69,6 +75,8 @@ def output_paths(images: Sequence[Path], out: Path) -> list[Path]:
     from napari_bloodcells.core.large.stores import is_large
 
     def target(path: Path) -> Path:
+        if into_input and path.is_dir():
+            return path / "labels" / LABELS_NAME
         stem = path.name.removesuffix(".zarr").removesuffix(".ome") if path.is_dir() else path.stem
         if out.suffix.lower() == ".zarr":
             return out / stem

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_bloodcells.core.base.bounds import MAGNIFICATION_RANGE
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.base.device import resolve_device
 from napari_bloodcells.core.base.imaging import to_rgb_uint8
 from napari_bloodcells.core.data.dataset import read_image
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     import torch
     from distributed import Client
 
+    from napari_bloodcells.core.base.classes import ClassInfo
     from napari_bloodcells.core.events import Segmentation
     from napari_bloodcells.core.large.stores import LabelsStore
     from napari_bloodcells.core.model.trained import TrainedModel
@@ -164,6 +166,7 @@ def segment_files(
     overwrite: bool = False,
     block: int | None = None,
     client: Client | None = None,
+    into_input: bool = False,
 ) -> Generator[FileEvent, None, list[Path]]:
     """Segment image files, writing each one's labels atomically (see :func:`output_paths`).
 
@@ -184,6 +187,8 @@ def segment_files(
     block : int, optional
         Block side for large images (default
         :data:`~napari_bloodcells.core.large.blockwise.DEFAULT_BLOCK`).
+    into_input : bool
+        Write a zarr input's labels into the input (``<input>/labels/bloodcells``).
     client : distributed.Client, optional
         Spread the files and blocks over this dask cluster's workers
         (:mod:`~napari_bloodcells.core.large.cluster`); ``source`` must then be a path.
@@ -203,7 +208,7 @@ def segment_files(
     from napari_bloodcells.core.large.blockwise import DEFAULT_BLOCK
 
     images = expand_inputs(images)
-    targets = output_paths(images, out)
+    targets = output_paths(images, out, into_input)
     model, tiles = _checked_file_job(
         source, targets, scale, tiles, device, measure_to, resume, overwrite, client
     )
@@ -401,7 +406,8 @@ class _SegmentPlan:
             self.block,
             resume=self.resume,
             overwrite=self.overwrite,
-            attributes={"source": str(path), "classes": list(self.model.classes.names)},
+            attributes={"source": str(path)},
+            classes=self.model.classes,
         )
         if self.client is None:
             yield from blocks_job(
@@ -481,8 +487,12 @@ def large_labels_store(
     resume: bool = False,
     overwrite: bool = False,
     attributes: dict[str, Any] | None = None,
+    classes: ClassInfo = BLOODCELL_CLASSES,
 ) -> LabelsStore:
-    """The store a large image's labels are written into, block by block.
+    """The OME-Zarr label image a large image's labels are written into, block by block.
+
+    When ``target`` sits in a zarr group (``--out out.zarr``, or an OME-Zarr input's
+    ``labels`` group) it is listed there, so readers find it beside the image.
 
     Parameters
     ----------
@@ -496,15 +506,25 @@ def large_labels_store(
         Reopen an unfinished store, or replace an existing one; neither refuses
         an existing store.
     attributes : dict, optional
-        Recorded with the labels (the source image, the class names).
+        Recorded with the labels (the source image, ...).
+    classes : ClassInfo
+        The model's classes: the label image's names and colours.
     """
     from napari_bloodcells.core.large.stores import create_labels_store
 
     if overwrite and target.exists():
         shutil.rmtree(target)
     height, width = shape
+    parent = target.parent
+    in_group = parent.suffix.lower() == ".zarr" or parent.name == "labels"
     return create_labels_store(
-        target, (int(height), int(width)), block, resume=resume, attributes=attributes
+        target,
+        (int(height), int(width)),
+        block,
+        resume=resume,
+        attributes=attributes,
+        classes=classes,
+        container=parent if in_group else None,
     )
 
 

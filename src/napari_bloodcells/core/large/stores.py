@@ -4,9 +4,11 @@ Whole-slide scans are tens of thousands of pixels a side. They are opened
 here as dask arrays of shape ``(H, W, C)`` that read only the blocks asked
 for: a zarr array, the full-resolution level of an OME-Zarr image (its
 ``multiscales`` metadata names it) or of a pyramidal TIFF (through tifffile's
-zarr store). Labels are written to a zarr array chunk by chunk, next to a
-small "done" array with one entry per block, so a stopped run can resume and
-what was written stays valid.
+zarr store). Labels are written as an OME-Zarr (NGFF) label image, chunk by
+chunk, with its halved levels and its class colours (through ome-zarr-py), next
+to a small "done" array with one entry per block, so a stopped run can resume and
+what was written stays valid; napari-ome-zarr, QuPath and other OME-Zarr readers
+open it as labels.
 
 zarr and dask come with the ``distributed`` extra; without it, opening a zarr
 says what to install.
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
 from napari_bloodcells.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -27,14 +30,14 @@ if TYPE_CHECKING:
 
     import dask.array as da
 
+    from napari_bloodcells.core.base.classes import ClassInfo
+
 EXTRA_HINT = "install the distributed extra: pip install 'napari-bloodcells[distributed]'"
 LARGE_PIXELS = 4096 * 4096
 """Images with more pixels than this are segmented block by block into zarr."""
 TIFF_SUFFIXES = (".tif", ".tiff")
 DONE_NAME = "blocks_done"
 """Name of the per-block progress array written beside a labels array."""
-LEVEL_PREFIX = "labels_level"
-"""Coarser copies of the labels (``labels_level1`` is halved, ...), for viewing."""
 PYRAMID_MIN_SIDE = 1024
 """Levels are added until the coarsest is below this many pixels a side."""
 
@@ -214,16 +217,20 @@ def blocks(height: int, width: int, size: int) -> list[Block]:
 
 @dataclass(frozen=True)
 class LabelsStore:
-    """A zarr labels array and its per-block progress, opened for writing.
+    """An OME-Zarr (NGFF) label image and its per-block progress, opened for writing.
 
     Attributes
     ----------
     path : Path
-        The ``.zarr`` folder: a group holding ``labels`` and ``blocks_done``.
+        The label image's group: ``multiscales`` levels ``0``, ``1``, ... (each
+        halved), ``image-label`` metadata with the class colours and names, and
+        ``blocks_done``, which OME-Zarr readers ignore.
     labels : zarr.Array
-        ``(H, W) uint8`` class indices, chunked like the blocks.
+        ``(H, W) uint8`` class indices at full resolution, chunked like the blocks.
     done : zarr.Array
         ``(rows, cols) bool``: which blocks are written.
+    levels : tuple of zarr.Array
+        The halved levels, coarsest last.
     """
 
     path: Path
@@ -268,6 +275,68 @@ class LabelsStore:
         self.done[block.row, block.col] = True
 
 
+def _level_count(shape: tuple[int, int], block: int) -> int:
+    """Halved levels, for napari to show the whole slide without reading it all."""
+    level = 0
+    while max(shape) // 2 ** (level + 1) >= PYRAMID_MIN_SIDE and block // 2 ** (level + 1) >= 64:
+        level += 1
+    return level
+
+
+def _write_ngff_metadata(
+    group: Any, name: str, levels: int, classes: ClassInfo, container: Any
+) -> None:
+    """``multiscales`` and ``image-label`` through ome-zarr-py, so any OME-Zarr reader sees
+    labels with the class colours and names.
+
+    ``container`` is the group that lists the label image under ``labels`` (an input's
+    ``labels`` group, or the ``--out`` group), or ``None`` when the label image is a store
+    of its own.
+    """
+    from ome_zarr.format import CurrentFormat
+    from ome_zarr.writer import add_metadata, write_label_metadata, write_multiscales_metadata
+
+    fmt = CurrentFormat()
+    datasets = [
+        {
+            "path": str(level),
+            "coordinateTransformations": [{"type": "scale", "scale": [2.0**level] * 2}],
+        }
+        for level in range(levels + 1)
+    ]
+    axes = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    write_multiscales_metadata(group, datasets, fmt=fmt, axes=axes, name=name.removesuffix(".zarr"))
+    colors = [
+        {"label-value": value, "rgba": [round(255 * c) for c in rgba]}
+        for value, rgba in enumerate(classes.colors)
+    ]
+    properties = [{"label-value": value, "class": n} for value, n in enumerate(classes.names)]
+    if container is not None:
+        write_label_metadata(container, name, colors=colors, properties=properties, fmt=fmt)
+    else:
+        label = {"colors": colors, "properties": properties, "version": fmt.version}
+        add_metadata(group, {"image-label": label}, fmt=fmt)
+
+
+def _reopen(path: Path, shape: tuple[int, int], block: int) -> LabelsStore:
+    import zarr
+
+    existing: Any = zarr.open_group(str(path), mode="r+")
+    if "0" not in existing or DONE_NAME not in existing:
+        raise DataError(
+            f"The output {path} was not written by this version of napari-bloodcells block "
+            "by block, so it cannot be resumed; choose another --out."
+        )
+    store = open_labels_store(path)
+    if store.shape != tuple(shape) or store.block != block:
+        raise DataError(
+            f"The output {path} holds labels of shape {store.shape} in blocks of "
+            f"{store.block}, not {tuple(shape)} in blocks of {block}; choose another "
+            "--out, or resume with the same --block."
+        )
+    return store
+
+
 def create_labels_store(
     path: Path,
     shape: tuple[int, int],
@@ -275,66 +344,77 @@ def create_labels_store(
     *,
     resume: bool = False,
     attributes: dict[str, Any] | None = None,
+    classes: ClassInfo = BLOODCELL_CLASSES,
+    container: Path | None = None,
 ) -> LabelsStore:
-    """Open (``resume``) or create the zarr labels store for an image of ``shape``.
+    """Open (``resume``) or create the OME-Zarr label image for an image of ``shape``.
+
+    Parameters
+    ----------
+    path : Path
+        The label image's group.
+    shape : tuple of int
+        Height and width.
+    block : int
+        Block (and chunk) side.
+    resume : bool
+        Reopen an unfinished store instead of refusing an existing one.
+    attributes : dict, optional
+        Recorded in the group's attributes (the source image, ...).
+    classes : ClassInfo
+        Names and colours for the ``image-label`` metadata.
+    container : Path, optional
+        A zarr group to list the label image in (under ``labels``): ``path`` is then
+        ``container / name``.
 
     Raises
     ------
     DataError
         If ``path`` exists and ``resume`` is not set, or it holds labels of
-        another shape or block size.
+        another shape or block size, or was not written block by block.
     """
     require_extra(f"Writing {path.name}")
     import zarr
 
-    grid = (-(-shape[0] // block), -(-shape[1] // block))
     if path.exists():
         if not resume:
             raise DataError(
                 f"The output {path} exists; pass --resume to finish it, or choose another --out."
             )
-        existing: Any = zarr.open_group(str(path), mode="r+")
-        labels, done = existing["labels"], existing[DONE_NAME]
-        kept = _levels(existing)
-        if tuple(labels.shape) != tuple(shape) or tuple(done.shape) != grid:
-            raise DataError(
-                f"The output {path} holds labels of shape {tuple(labels.shape)} in blocks of "
-                f"{labels.chunks[0]}, not {tuple(shape)} in blocks of {block}; choose another "
-                "--out, or resume with the same --block."
-            )
-        return LabelsStore(path, labels, done, kept)
-    group = zarr.open_group(str(path), mode="w")
-    labels = group.create_array("labels", shape=shape, chunks=(block, block), dtype="uint8")
-    done = group.create_array(DONE_NAME, shape=grid, chunks=(1, 1), dtype="bool", fill_value=False)
-    labels.attrs.update(json.loads(json.dumps(attributes or {})))
-    levels: list[Any] = []
-    level = 1
-    # Halved levels, for napari to show the whole slide without reading it all.
-    while max(shape) // 2**level >= PYRAMID_MIN_SIDE and block // 2**level >= 64:
+        return _reopen(path, shape, block)
+    parent: Any = None
+    if container is not None:  # opened through its container, so the two stay one store
+        parent = zarr.open_group(str(container), mode="a")
+        group = parent.create_group(path.name)
+    else:
+        group = zarr.open_group(str(path), mode="w")
+    grid = (-(-shape[0] // block), -(-shape[1] // block))
+    levels = _level_count(shape, block)
+    for level in range(levels + 1):
         step = 2**level
-        levels.append(
-            group.create_array(
-                f"{LEVEL_PREFIX}{level}",
-                shape=(-(-shape[0] // step), -(-shape[1] // step)),
-                chunks=(block // step, block // step),
-                dtype="uint8",
-            )
+        group.create_array(
+            str(level),
+            shape=(-(-shape[0] // step), -(-shape[1] // step)),
+            chunks=(block // step, block // step),
+            dtype="uint8",
+            fill_value=0,
+            dimension_names=("y", "x"),
         )
-        level += 1
-    return LabelsStore(path, labels, done, tuple(levels))
+    group.create_array(DONE_NAME, shape=grid, chunks=(1, 1), dtype="bool", fill_value=False)
+    # Before the OME-Zarr metadata: each attribute write replaces the group's attributes
+    # with what this handle holds.
+    group.attrs["napari-bloodcells"] = json.loads(json.dumps(attributes or {}))
+    _write_ngff_metadata(group, path.name, levels, classes, parent)
+    return open_labels_store(path)
 
 
 def open_labels_store(path: Path) -> LabelsStore:
-    """Open an existing labels store for writing (a dask worker's side of a run)."""
+    """Open an existing label image for writing (a dask worker's side of a run)."""
     require_extra(f"Writing {path.name}")
     import zarr
 
     group = zarr.open_group(str(path), mode="r+")
-    return LabelsStore(path, group["labels"], group[DONE_NAME], _levels(group))
-
-
-def _levels(group: Any) -> tuple[Any, ...]:
     levels: list[Any] = []
-    while f"{LEVEL_PREFIX}{len(levels) + 1}" in group:
-        levels.append(group[f"{LEVEL_PREFIX}{len(levels) + 1}"])
-    return tuple(levels)
+    while str(len(levels) + 1) in group:
+        levels.append(group[str(len(levels) + 1)])
+    return LabelsStore(path, group["0"], group[DONE_NAME], tuple(levels))
