@@ -86,6 +86,12 @@ def test_queue_ranks_corrects_and_survives_closing_the_viewer(
     reopened = widget.queue.entries()
     assert [e.name for e in reopened] == [e.name for e in shown]
     assert [e.corrected for e in reopened] == [True, False, False, False, False]
+    # A fine-tuned model becomes the project's model, and the queue asks to be ranked again.
+    before = (project / "model.pt").stat().st_mtime_ns
+    tuned = untrained_model(native=True)
+    state.current.set(tuned, "fine-tuned")
+    assert (project / "model.pt").stat().st_mtime_ns != before
+    assert "rank again" in widget.queue.info.value
     assert not errors(notes)
 
 

@@ -164,13 +164,14 @@ class QueuePanel(Container):
         except BloodcellsError as exc:
             show_error(str(exc))
             return
-        self.project = project
         state = self.host.state
+        if model is not None and state.current.model is None:
+            # Before the project is open, so the model it holds is not written back to it.
+            state.current.set(model, f"the model of the project {folder.name}")
+        self.project = project
         if len(pairs):
             state.training_set.clear()
             state.training_set.add(pairs)
-        if model is not None and state.current.model is None:
-            state.current.set(model, f"the model of the project {folder.name}")
         self._fill_table(project.queue)
         done = sum(entry.corrected for entry in project.queue)
         self.info.value = (
@@ -180,6 +181,11 @@ class QueuePanel(Container):
 
     def save_model(self, model: TrainedModel | None) -> None:
         """Keep ``model`` as the project's model (the state's current model changed)."""
+        if model is not None and self._entries and not self.host.running:
+            # A fine-tune changes which images the model gets wrong.
+            self.info.value = (
+                "The model changed: rank again to order the queue by the new model's mistakes."
+            )
         if self.project is None or model is None:
             return
         try:
