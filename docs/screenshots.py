@@ -38,7 +38,9 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +294,22 @@ def main(argv: list[str] | None = None) -> None:
     train.data.source.value = FROM_LAYERS
     train.data.image_layer.value = image
     train.data.labels_layer.value = truth
+    segment.image_layer.value = image
+    if args.model is not None:
+        # The overview: the sample segmented by a fully trained model, read from its file,
+        # with the Train form as a new user finds it (the default preset).
+        shown = Path(tempfile.mkdtemp()) / "default.pt"
+        shutil.copy(args.model, shown)
+        segment.model_source.value = MODEL_FILE
+        segment.model_file.value = shown
+        truth.visible = False
+        trained = wait_for_result(segment.run_finished, segment.segment)
+        viewer.layers.selection.active = trained
+        dismiss_notifications(viewer)
+        save(viewer, "overview.png")
+        viewer.layers.remove(trained)
+        truth.visible = True
+        segment.model_source.value = MODEL_CURRENT
     options = train.settings
     options.preset.value = "seed"
     options.epochs.value = 2
@@ -301,19 +319,6 @@ def main(argv: list[str] | None = None) -> None:
     segment.image_layer.value = image
     dismiss_notifications(viewer)
     save(viewer, "1-sample.png")
-
-    if args.model is not None:
-        # The overview: the sample segmented by a fully trained model, read from its file.
-        segment.model_source.value = MODEL_FILE
-        segment.model_file.value = args.model
-        truth.visible = False
-        trained = wait_for_result(segment.run_finished, segment.segment)
-        viewer.layers.selection.active = trained
-        dismiss_notifications(viewer)
-        save(viewer, "overview.png")
-        viewer.layers.remove(trained)
-        truth.visible = True
-        segment.model_source.value = MODEL_CURRENT
 
     # 2. Train briefly: progress, loss and Dice curves, preview of dev predictions.
     wait_for_result(train.run_finished, train.start)
