@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from napari_bloodcells.core.data.smear_fields import Field, load_fields
 from napari_bloodcells.core.inference.magnification import estimate_scale
 from napari_bloodcells.core.model.checkpoint import load_checkpoint
 from smear_fields import FIELDS, fine_tune, score_fields, write_corrections
+
+if TYPE_CHECKING:
+    from napari_bloodcells.core.model.trained import TrainedModel
 
 
 def suggest(base: Path, fields: list[Field], scale: float, out: Path) -> tuple[float, list[str]]:
@@ -60,9 +64,11 @@ def suggest(base: Path, fields: list[Field], scale: float, out: Path) -> tuple[f
     return seconds, ranked
 
 
-def precision_after(base: Path, chosen: list[Field], val: list[Field], scale: float) -> dict:
-    """Correct ``chosen``, fine-tune with the product's command, score the val fields."""
-    model = load_checkpoint(base)
+def precision_after(
+    base: Path, model: TrainedModel, chosen: list[Field], val: list[Field], scale: float
+) -> dict:
+    """Correct ``chosen`` with ``model`` (read from ``base``), fine-tune with the product's
+    command, score the val fields."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_corrections(model, chosen, scale, Path(tmp) / "fields")
         seconds, _ = fine_tune(base, folder, scale, Path(tmp) / "ft.pt")
@@ -102,7 +108,7 @@ def main() -> None:
     gain = {}
 
     def run(label: str, chosen: list[Field]) -> dict:
-        result = precision_after(args.base, chosen, val, scale)
+        result = precision_after(args.base, base, chosen, val, scale)
         result["gain"] = result["precision"] - zero.precision
         print(
             f"{label}: precision {result['precision']:.3f} (gain {result['gain']:+.3f}), "

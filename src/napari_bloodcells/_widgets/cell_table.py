@@ -11,6 +11,7 @@ from psygnal import Signal
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from napari_bloodcells._widgets.controls import NumberItem
 from napari_bloodcells.core.measure.cells import COLUMNS
 
 if TYPE_CHECKING:
@@ -18,19 +19,6 @@ if TYPE_CHECKING:
 
 SHOWN = (*COLUMNS[:7], "circularity", "touches_border")
 """Columns the table shows; the CSV export and the layer's features hold them all."""
-
-
-class _Number(QTableWidgetItem):
-    """An item that sorts by its number, not its text."""
-
-    def __init__(self, value: float, text: str) -> None:
-        super().__init__(text)
-        self.value = value
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:
-        if isinstance(other, _Number):
-            return self.value < other.value
-        return super().__lt__(other)
 
 
 def _text(value: Any) -> str:
@@ -84,7 +72,9 @@ class CellTable(QWidget):
                 value = row[name]
                 number = isinstance(value, (int, float)) and not isinstance(value, bool)
                 item = (
-                    _Number(float(value), _text(value)) if number else QTableWidgetItem(str(value))
+                    NumberItem(float(value), _text(value))
+                    if number
+                    else QTableWidgetItem(str(value))
                 )
                 item.setData(Qt.ItemDataRole.UserRole, int(row["cell"]))
                 self.table.setItem(r, c, item)

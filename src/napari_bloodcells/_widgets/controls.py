@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container, FileEdit, Label
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFrame,
+    QScrollArea,
+    QSizePolicy,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 if TYPE_CHECKING:
     from magicgui.widgets import Widget
@@ -132,3 +139,16 @@ def collapsible(title: str, *widgets: Widget, expanded: bool = True) -> QCollaps
     if expanded:
         section.expand(animate=False)
     return section
+
+
+class NumberItem(QTableWidgetItem):
+    """A table item that sorts by its number, not its text."""
+
+    def __init__(self, value: float, text: str) -> None:
+        super().__init__(text)
+        self.value = value
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        if isinstance(other, NumberItem):
+            return self.value < other.value
+        return super().__lt__(other)

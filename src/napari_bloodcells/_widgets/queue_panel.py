@@ -19,13 +19,20 @@ from psygnal import Signal
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
-from napari_bloodcells._widgets.controls import button_row, form, single_path, status_label
+from napari_bloodcells._widgets.controls import (
+    NumberItem,
+    button_row,
+    form,
+    single_path,
+    status_label,
+)
 from napari_bloodcells._widgets.layers import image_input
 from napari_bloodcells._widgets.workers import show_error, show_info
 from napari_bloodcells.core.jobs import (
     Project,
     QueueEntry,
     load_model,
+    next_uncorrected,
     read_image,
     save_checkpoint,
     suggest_job,
@@ -72,19 +79,6 @@ class QueueHost(Protocol):
     def refuse_while_running(self) -> bool: ...
 
     def chosen_model(self) -> ModelSource: ...
-
-
-class _Number(QTableWidgetItem):
-    """An item that sorts by its number, not its text."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__(f"{value:.3f}")
-        self.value = value
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:
-        if isinstance(other, _Number):
-            return self.value < other.value
-        return super().__lt__(other)
 
 
 class QueuePanel(Container):
@@ -279,7 +273,9 @@ class QueuePanel(Container):
         self.table.setRowCount(len(entries))
         for row, entry in enumerate(entries):
             self.table.setItem(row, 0, QTableWidgetItem(entry.name))
-            self.table.setItem(row, 1, _Number(entry.suggestion.score))
+            self.table.setItem(
+                row, 1, NumberItem(entry.suggestion.score, f"{entry.suggestion.score:.3f}")
+            )
             self.table.setItem(row, 2, QTableWidgetItem("yes" if entry.corrected else "no"))
         self.table.setSortingEnabled(True)
         # Most useful first; a click on a header sorts otherwise until the queue changes.
@@ -336,18 +332,10 @@ class QueuePanel(Container):
             return
         if not self.host.add_to_training_set():
             return
-        following = self._following(self.current)
+        following = next_uncorrected(self.entries(), self.current)
         if following is None:
             self.current = None
             show_info("Every image of the queue is corrected; fine-tune in the Train dock.")
             self.info.value = "The queue is done."
             return
-        self.open_entry(following)
-
-    def _following(self, after: str) -> str | None:
-        order = [entry.name for entry in self.entries()]
-        if after in order:
-            start = order.index(after) + 1
-            order = order[start:] + order[:start]
-        done = {name for name, e in self._entries.items() if e.corrected} | {after}
-        return next((name for name in order if name not in done), None)
+        self.open_entry(following.name)

@@ -89,3 +89,13 @@ def pixel_size(value: float | None) -> float | None:
 
 def print_error(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def scale_value(text: str) -> float | str:
+    """``--scale``: a number, or "auto"."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None

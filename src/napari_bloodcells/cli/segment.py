@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_bloodcells.cli.common import StopOnCtrlC, pixel_size
+from napari_bloodcells.cli.common import StopOnCtrlC, pixel_size, scale_value
 from napari_bloodcells.core.base.bounds import check_bounds
 from napari_bloodcells.core.events import (
     BlockWritten,
@@ -26,18 +25,11 @@ from napari_bloodcells.core.jobs import (
 from napari_bloodcells.errors import ConfigError
 
 if TYPE_CHECKING:
+    import argparse
+
     import torch
 
 HELP = "write class-index label images"
-
-
-def _scale(text: str) -> float | str:
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--scale",
-        type=_scale,
+        type=scale_value,
         default=1.0,
         help="resize factor before prediction (0.5 halves each side), or 'auto' to "
         "estimate it per image from the cells' size",

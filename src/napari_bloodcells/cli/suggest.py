@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_bloodcells.cli.common import StopOnCtrlC, check_writable
-from napari_bloodcells.cli.segment import _scale
+from napari_bloodcells.cli.common import StopOnCtrlC, check_writable, scale_value
 from napari_bloodcells.core.events import Notice, ScaleChosen, SegmentProgress, run_to_end
 from napari_bloodcells.core.jobs import suggest_job, write_ranking
 from napari_bloodcells.errors import ConfigError
@@ -25,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="also write the whole ranking to this CSV")
     parser.add_argument(
         "--scale",
-        type=_scale,
+        type=scale_value,
         default=1.0,
         help="resize factor before prediction, or 'auto' to estimate it from the first images",
     )

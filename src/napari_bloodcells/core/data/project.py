@@ -187,14 +187,8 @@ class Project:
         return SegmentationData(images, masks, names)
 
     def next_to_correct(self, after: str | None = None) -> QueueEntry | None:
-        """The first uncorrected entry of the queue (after ``after``, wrapping around)."""
-        order = self.queue
-        if after is not None:
-            names = [entry.name for entry in order]
-            if after in names:
-                start = names.index(after) + 1
-                order = order[start:] + order[:start]
-        return next((entry for entry in order if not entry.corrected), None)
+        """The first uncorrected entry of the queue (see :func:`next_uncorrected`)."""
+        return next_uncorrected(self.queue, after)
 
     def save(self) -> None:
         """Write ``project.json`` atomically."""
@@ -212,6 +206,17 @@ class Project:
     def _new_file_name(self, source: str) -> str:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).stem or "image").strip("_.")
         return f"{len(self.pairs) + 1:04d}-{stem[:60] or 'image'}"
+
+
+def next_uncorrected(entries: Sequence[QueueEntry], after: str | None = None) -> QueueEntry | None:
+    """The first uncorrected entry, looking from the one after ``after`` and wrapping around;
+    ``after`` itself is never the answer (it was just corrected, or is being corrected)."""
+    order = list(entries)
+    names = [entry.name for entry in order]
+    if after in names:
+        start = names.index(after) + 1
+        order = order[start:] + order[:start]
+    return next((e for e in order if not e.corrected and e.name != after), None)
 
 
 def _read_record(path: Path) -> dict[str, Any]:

@@ -18,7 +18,12 @@ from napari_bloodcells.core.data.bloodcell_dataset import bloodcell_folder
 from napari_bloodcells.core.data.dataset import read_image
 from napari_bloodcells.core.data.download import cache_dir
 from napari_bloodcells.core.data.labels_io import write_labels
-from napari_bloodcells.core.data.project import Project, QueueEntry, Suggestion
+from napari_bloodcells.core.data.project import (
+    Project,
+    QueueEntry,
+    Suggestion,
+    next_uncorrected,
+)
 from napari_bloodcells.core.exchange.open_model import ModelSource, load_model
 from napari_bloodcells.core.jobs.evaluation import SPLITS, evaluation_job
 from napari_bloodcells.core.jobs.export import export_model
@@ -75,6 +80,7 @@ __all__ = [
     "load_training_data",
     "measure_files",
     "measure_job",
+    "next_uncorrected",
     "output_paths",
     "plot_curves",
     "read_image",

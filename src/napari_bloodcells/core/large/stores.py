@@ -390,22 +390,23 @@ def create_labels_store(
         group = zarr.open_group(str(path), mode="w")
     grid = (-(-shape[0] // block), -(-shape[1] // block))
     levels = _level_count(shape, block)
-    for level in range(levels + 1):
-        step = 2**level
+    arrays = [
         group.create_array(
             str(level),
-            shape=(-(-shape[0] // step), -(-shape[1] // step)),
-            chunks=(block // step, block // step),
+            shape=(-(-shape[0] // 2**level), -(-shape[1] // 2**level)),
+            chunks=(block // 2**level, block // 2**level),
             dtype="uint8",
             fill_value=0,
             dimension_names=("y", "x"),
         )
-    group.create_array(DONE_NAME, shape=grid, chunks=(1, 1), dtype="bool", fill_value=False)
+        for level in range(levels + 1)
+    ]
+    done = group.create_array(DONE_NAME, shape=grid, chunks=(1, 1), dtype="bool", fill_value=False)
     # Before the OME-Zarr metadata: each attribute write replaces the group's attributes
     # with what this handle holds.
     group.attrs["napari-bloodcells"] = json.loads(json.dumps(attributes or {}))
     _write_ngff_metadata(group, path.name, levels, classes, parent)
-    return open_labels_store(path)
+    return LabelsStore(path, arrays[0], done, tuple(arrays[1:]))
 
 
 def open_labels_store(path: Path) -> LabelsStore:
