@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+import tifffile
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -56,7 +57,7 @@ class BadInputs:
         "mask of another size": "masks must match their images' size",
         "mask values outside the classes": "The mask of 002 holds the value(s) 7",
         "truncated image": "replace or remove the damaged file",
-        "16-bit image": "convert it to 8-bit",
+        "image with no finite values": "holds no finite values",
         "all background": "all background",
     }
     CHECKPOINTS: ClassVar[dict[str, str]] = {
@@ -106,9 +107,11 @@ class BadInputs:
         elif case == "truncated image":
             path = images / "001.png"
             path.write_bytes(path.read_bytes()[:200])
-        elif case == "16-bit image":
-            rgb = np.asarray(Image.open(images / "001.png"))
-            Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(images / "001.png")
+        elif case == "image with no finite values":
+            shape = np.asarray(Image.open(images / "001.png")).shape
+            (images / "001.png").unlink()
+            nan = np.full(shape, np.nan, np.float32)
+            tifffile.imwrite(images / "001.tif", nan, photometric="rgb")
         elif case == "all background":
             for path in masks.glob("*.png"):
                 Image.fromarray(np.zeros_like(np.asarray(Image.open(path)))).save(path)

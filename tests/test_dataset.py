@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
@@ -13,6 +14,7 @@ from napari_bloodcells.core.data.dataset import (
     SegmentationData,
     load_folder,
     read_image,
+    read_image_noting,
     split_indices,
 )
 from napari_bloodcells.errors import DataError
@@ -61,17 +63,31 @@ def test_image_files_of_any_common_mode_read_as_rgb(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "pixels", "fix"),
-    [
-        ("deep.png", (np.arange(200).reshape(10, 20) * 300).astype(np.uint16), "8-bit"),
-        ("bright.tif", np.full((10, 20), 3.5, np.float32), "rescale it to 0..1"),
-    ],
+    ("bits", "container"), [(12, np.uint16), (14, np.uint16), (16, np.uint16), (16, np.int32)]
 )
-def test_image_files_beyond_8_bits_are_refused_not_clipped(tmp_path, name, pixels, fix):
-    Image.fromarray(pixels).save(tmp_path / name)
-    with pytest.raises(DataError, match=fix) as info:
-        read_image(tmp_path / name)
-    assert name in str(info.value)
+def test_deep_image_files_are_rescaled_by_the_bit_depth_they_use(tmp_path, bits, container):
+    rgb = np.random.default_rng(bits).integers(0, 256, (10, 20, 3)).astype(np.uint8)
+    deep = np.round(rgb.astype(np.float64) * (2**bits - 1) / 255).astype(container)
+    tifffile.imwrite(tmp_path / "deep.tif", deep, photometric="rgb")
+    pixels, notice = read_image_noting(tmp_path / "deep.tif")
+    np.testing.assert_array_equal(pixels, rgb)
+    assert notice is not None and f"{bits}-bit" in notice
+
+
+def test_float_image_files_beyond_0_1_are_stretched_by_percentiles(tmp_path):
+    ramp = np.linspace(-2.0, 5.0, 200, dtype=np.float32).reshape(10, 20)
+    tifffile.imwrite(tmp_path / "ramp.tif", ramp)
+    pixels, notice = read_image_noting(tmp_path / "ramp.tif")
+    assert pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
+    assert np.all(np.diff(pixels[..., 0].ravel().astype(int)) >= 0), "order is kept"
+    assert notice is not None and "percentile" in notice
+
+
+def test_image_files_that_cannot_be_shown_as_rgb_are_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "nan.tif", np.full((10, 20), np.nan, np.float32))
+    with pytest.raises(DataError, match="no finite values") as info:
+        read_image(tmp_path / "nan.tif")
+    assert "nan.tif" in str(info.value)
 
 
 def test_notebook_layout_loads_all_300_native_sizes(bloodcells):

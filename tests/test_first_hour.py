@@ -41,19 +41,18 @@ def test_label_pngs_are_pictures_that_still_read_as_classes(tmp_path):
     assert set(np.unique(read_mask(out / "cell.png"))) <= {0, 1, 2}
 
 
-def test_a_16_bit_rgb_tiff_is_refused_in_one_sentence_never_segmented_wrongly(tmp_path, capsys):
+def test_a_16_bit_rgb_tiff_is_segmented_like_its_8_bit_version_with_one_notice(tmp_path, capsys):
     model = save_checkpoint(untrained_model(), tmp_path / "m.pt")
-    deep = np.random.default_rng(0).integers(0, 65535, (32, 32, 3)).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "deep.tif", deep, photometric="rgb")
-    argv = ["segment", str(model), str(tmp_path / "deep.tif"), "--out", str(tmp_path / "o")]
-    assert cli.main(argv) == cli.EXIT_USER_ERROR
-    err = capsys.readouterr().err
-    assert "convert it to 8-bit" in err and err.strip().count("\n") == 0
-    assert not (tmp_path / "o" / "deep.png").exists()
-    shallow = deep // 257
-    tifffile.imwrite(tmp_path / "ok.tif", shallow, photometric="rgb")
-    argv = ["segment", str(model), str(tmp_path / "ok.tif"), "--out", str(tmp_path / "o")]
-    assert cli.main(argv) == 0, "16-bit samples within 0..255 are read as they are"
+    shallow = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "shallow.tif", shallow, photometric="rgb")
+    tifffile.imwrite(tmp_path / "deep.tif", shallow.astype(np.uint16) * 257, photometric="rgb")
+    argv = ["segment", str(model), str(tmp_path / "shallow.tif"), str(tmp_path / "deep.tif")]
+    assert cli.main([*argv, "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr()
+    assert "16-bit" in out.out + out.err and "shallow.tif" not in out.err
+    np.testing.assert_array_equal(
+        read_mask(tmp_path / "o" / "deep.png"), read_mask(tmp_path / "o" / "shallow.png")
+    )
 
 
 def test_clashing_output_names_are_refused_before_any_work(tmp_path, capsys):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 from qtpy.QtCore import QThreadPool
 
 from bad_inputs import untrained_model
@@ -153,20 +154,10 @@ def test_bad_training_layers_are_refused_with_one_sentence(viewer_with_train, no
 
     cases = [
         # (image layer kwargs, labels data, fragment of the error)
-        (  # a stack of grayscale float images, not in 0..1
-            {"data": rng.uniform(0, 1000, (3, 20, 20)).astype(np.float32), "rgb": False},
+        (  # a stack of grayscale float images with no finite value
+            {"data": np.full((3, 20, 20), np.nan, np.float32), "rgb": False},
             masks,
-            "rescale it to 0..1",
-        ),
-        (  # one float RGB image, not in 0..1
-            {"data": rng.uniform(-0.5, 2.0, (20, 20, 3)), "rgb": True},
-            masks[0],
-            "rescale it to 0..1",
-        ),
-        (  # one 16-bit RGB image with values above 255
-            {"data": rgb[0].astype(np.uint16) * 16, "rgb": True},
-            masks[0],
-            "convert it to 8-bit",
+            "no finite values",
         ),
         (  # 5D: not a stack of RGB images
             {"data": rng.integers(0, 256, (2, 3, 20, 20, 3), dtype=np.uint8), "rgb": True},
@@ -231,25 +222,43 @@ def viewer_with_train(viewer):
     return viewer, dock(viewer, "Train")
 
 
-def test_segment_refuses_16_bit_and_out_of_range_float_and_converts_rgba(
+def test_12_and_16_bit_tiffs_segment_like_their_8_bit_version_with_a_notice(
+    viewer, cell_stack, notes, qtbot, state, tmp_path
+):
+    widget = dock(viewer, "Segment")
+    state.current.set(untrained_model(), "test model")
+    cell = cell_stack[0][0]
+    labels = {}
+    for bits in (8, 12, 16):
+        deep = np.round(cell.astype(np.float64) * (2**bits - 1) / 255)
+        path = tmp_path / f"cell{bits}.tif"
+        tifffile.imwrite(path, deep.astype(np.uint8 if bits == 8 else np.uint16), photometric="rgb")
+        (image,) = viewer.open(path, plugin="napari")
+        widget.image_layer.value = image
+        layer = run_segment(qtbot, widget)
+        assert errors(notes) == []
+        assert layer is not None and layer.data.shape == cell.shape[:2]
+        labels[bits] = np.asarray(layer.data).copy()
+    assert len(np.unique(labels[8])) > 1, "the comparison needs more than one class"
+    for bits in (12, 16):
+        assert np.mean(labels[bits] == labels[8]) >= 0.99, bits
+        assert any(f"{bits}-bit" in message for message in infos(notes)), infos(notes)
+
+
+def test_segment_refuses_what_cannot_be_shown_as_rgb_and_converts_rgba(
     viewer, cell_stack, notes, qtbot, state
 ):
     widget = dock(viewer, "Segment")
     state.current.set(untrained_model(), "test model")
     cell = cell_stack[0][0]
 
-    bad = [
-        (cell.astype(np.uint16) * 257, "convert it to 8-bit"),  # 16-bit, up to 65535
-        (cell.astype(np.float32) / 100.0, "rescale it to 0..1"),  # float, up to 2.55
-    ]
-    for data, fragment in bad:
-        image = viewer.add_image(data, rgb=True, name="odd cell")
-        widget.image_layer.value = image
-        assert run_segment(qtbot, widget) is None
-        assert_plain_error(notes, fragment)
-        assert [layer.name for layer in viewer.layers] == ["odd cell"]  # no result layer
-        assert widget.segment_button.enabled
-        viewer.layers.clear()
+    image = viewer.add_image(np.full(cell.shape, np.nan, np.float32), rgb=True, name="odd cell")
+    widget.image_layer.value = image
+    assert run_segment(qtbot, widget) is None
+    assert_plain_error(notes, "no finite values")
+    assert [layer.name for layer in viewer.layers] == ["odd cell"]  # no result layer
+    assert widget.segment_button.enabled
+    viewer.layers.clear()
 
     rgba = np.dstack([cell, np.full(cell.shape[:2], 255, np.uint8)])
     image = viewer.add_image(rgba, rgb=True, name="rgba cell")

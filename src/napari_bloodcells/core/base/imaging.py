@@ -8,25 +8,104 @@ from napari_bloodcells.errors import DataError
 
 
 def describe_conversion(image: np.ndarray) -> str | None:
-    """Say how :func:`to_rgb_uint8` will change ``image``, or ``None`` if it is already RGB.
+    """Say how :func:`to_rgb_uint8` will change ``image``, or ``None`` if it will not.
 
-    Used to tell the user that a grayscale or RGBA image was converted.
+    Used to tell the user that a grayscale or RGBA image was converted, or that
+    a 12-, 14- or 16-bit (or float) image was rescaled to 8 bits.
     """
     image = np.asarray(image)
+    sentences = []
     if image.ndim == 2:
-        return "The grayscale image was converted to RGB by repeating its channel."
+        sentences.append("The grayscale image was converted to RGB by repeating its channel.")
     if image.ndim == 3 and image.shape[-1] == 4:
-        return "The RGBA image was converted to RGB by dropping its alpha channel."
-    return None
+        sentences.append("The RGBA image was converted to RGB by dropping its alpha channel.")
+    if image.ndim in (2, 3) and image.size:
+        try:
+            rescale = _rescaling(image)
+        except DataError:
+            rescale = None
+        if rescale is not None:
+            sentences.append(rescale[2])
+    return " ".join(sentences) or None
+
+
+_BIT_DEPTHS = (10, 12, 14, 16, 32)
+"""Bit depths that cameras and their containers use, smallest first."""
+
+_FLOAT_PERCENTILES = (0.1, 99.9)
+"""Percentiles of float data that become 0 and 255, so a few outliers do not set the range."""
+
+
+def _rescaling(image: np.ndarray, what: str = "image") -> tuple[float, float, str] | None:
+    """``(low, high, sentence)`` when ``image``'s values need mapping onto 0..255, else ``None``.
+
+    Integers above 255 are read by the bit depth their values use (a 12-bit
+    camera's 0..4095 in a 16-bit file maps by 4095, not 65535), so the same
+    scene gives the same 8-bit picture whatever the container. Floats outside
+    0..1 and signed integers below 0 have no bit depth, so their percentiles
+    set the range.
+    """
+    if image.dtype == np.uint8 or image.dtype == np.bool_:
+        return None
+    if np.issubdtype(image.dtype, np.floating):
+        if image.size and not np.isfinite(image).any():
+            raise DataError(
+                f"The float {what} holds no finite values (all NaN or infinite); check how it "
+                "was made or exported."
+            )
+        finite = image[np.isfinite(image)]
+        lo, hi = float(finite.min()), float(finite.max())
+        if lo >= 0.0 and hi <= 1.0:
+            return None
+        low, high = (float(v) for v in np.percentile(finite, _FLOAT_PERCENTILES))
+        return (
+            low,
+            high,
+            (
+                f"The float {what} has values from {lo:.3g} to {hi:.3g}; it was rescaled to "
+                f"8-bit from its {_FLOAT_PERCENTILES[0]}-{_FLOAT_PERCENTILES[1]} percentile range "
+                f"({low:.3g}..{high:.3g})."
+            ),
+        )
+    if np.issubdtype(image.dtype, np.integer):
+        lo, hi = int(image.min()), int(image.max())
+        if lo >= 0 and hi <= 255:
+            return None
+        if lo < 0:
+            low, high = (float(v) for v in np.percentile(image, _FLOAT_PERCENTILES))
+            return (
+                low,
+                high,
+                (
+                    f"The {image.dtype} {what} has values from {lo} to {hi}; it was rescaled to "
+                    f"8-bit from its {_FLOAT_PERCENTILES[0]}-{_FLOAT_PERCENTILES[1]} percentile "
+                    f"range ({low:.0f}..{high:.0f})."
+                ),
+            )
+        bits = next((b for b in _BIT_DEPTHS if hi < 2**b), 64)
+        return (
+            0.0,
+            float(2**bits - 1),
+            (
+                f"The {image.dtype} {what} uses {bits}-bit values (up to {hi}); it was rescaled "
+                f"to 8-bit by dividing by {(2**bits - 1) / 255:.4g}."
+            ),
+        )
+    raise DataError(
+        f"The {what} holds {image.dtype} values, which cannot be shown as RGB; save it as "
+        "8- or 16-bit RGB."
+    )
 
 
 def to_rgb_uint8(image: np.ndarray, name: str | None = None) -> np.ndarray:
     """Convert one 2D image to ``(H, W, 3) uint8``.
 
-    Accepts grayscale ``(H, W)``, RGB ``(H, W, 3)`` or RGBA ``(H, W, 4)``, as
-    ``uint8``, as floats in 0..1, or as integers within 0..255. Values outside
-    those ranges are refused rather than clipped, so a 16-bit image is never
-    silently turned into a saturated one.
+    Accepts grayscale ``(H, W)``, RGB ``(H, W, 3)`` or RGBA ``(H, W, 4)``.
+    ``uint8``, floats in 0..1 and integers within 0..255 are taken as they
+    are; 10- to 16-bit integers are divided by their bit depth's maximum, and
+    other floats or signed integers are stretched between two percentiles
+    (:func:`describe_conversion` says which, for a notice). Nothing is clipped
+    without that sentence.
 
     Parameters
     ----------
@@ -38,7 +117,7 @@ def to_rgb_uint8(image: np.ndarray, name: str | None = None) -> np.ndarray:
     Raises
     ------
     DataError
-        If the shape or the value range cannot be read as an 8-bit colour image.
+        If the shape or the value type cannot be read as a colour image.
     """
     image = np.asarray(image)
     what = f"image {name}" if name else "image"
@@ -55,31 +134,17 @@ def to_rgb_uint8(image: np.ndarray, name: str | None = None) -> np.ndarray:
         return np.ascontiguousarray(image)
     if image.dtype == np.bool_:
         return image.astype(np.uint8) * 255
-    if np.issubdtype(image.dtype, np.floating):
-        if image.size and not np.isfinite(image).any():
-            raise DataError(
-                f"The float {what} holds no finite values (all NaN or infinite); check how it "
-                "was made or exported."
-            )
-        lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
-        if lo < 0.0 or hi > 1.0:
-            raise DataError(
-                f"The float {what} has values from {lo:.3g} to {hi:.3g}; rescale it to 0..1 "
-                "(or convert it to 8-bit) first."
-            )
-        rounded: np.ndarray = np.round(np.nan_to_num(image) * 255)
-        return rounded.astype(np.uint8)
-    if np.issubdtype(image.dtype, np.integer):
-        lo, hi = int(image.min()), int(image.max())
-        if lo < 0 or hi > 255:
-            raise DataError(
-                f"The {image.dtype} {what} has values from {lo} to {hi}; convert it to 8-bit "
-                "(0..255) first, e.g. with Image > Type > 8-bit in Fiji."
-            )
+    rescale = _rescaling(image, what)
+    if rescale is None:
+        if np.issubdtype(image.dtype, np.floating):
+            unit: np.ndarray = np.round(np.nan_to_num(image) * 255)
+            return unit.astype(np.uint8)
         return image.astype(np.uint8)
-    raise DataError(
-        f"The {what} holds {image.dtype} values, which are not supported; use 8-bit RGB."
-    )
+    low, high, _ = rescale
+    span = high - low if high > low else 1.0  # a flat image stays flat, at black
+    with np.errstate(over="ignore", invalid="ignore"):  # extremes saturate, as the notice says
+        scaled = (np.nan_to_num(image.astype(np.float64)) - low) * (255.0 / span)
+    return np.round(np.clip(scaled, 0, 255)).astype(np.uint8)
 
 
 def pad_to(image: np.ndarray, height: int, width: int, fill: int | None = None) -> np.ndarray:

@@ -170,33 +170,47 @@ _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as ``(H, W, 3) uint8`` RGB.
 
-    Grayscale, palette and RGBA files are converted. 16-bit and float files
-    are accepted only when their values fit 8 bits (or 0..1), as
-    :func:`~napari_bloodcells.core.base.imaging.to_rgb_uint8` requires; they are
-    never clipped.
+    Grayscale, palette and RGBA files are converted; 12-, 14- and 16-bit and
+    float files are rescaled to 8 bits (see
+    :func:`~napari_bloodcells.core.base.imaging.to_rgb_uint8`).
 
     Raises
     ------
     DataError
-        If the file is not a readable image, or its values do not fit 8 bits.
+        If the file is not a readable image, or its values cannot be shown as RGB.
     """
-    from napari_bloodcells.core.base.imaging import to_rgb_uint8
+    return read_image_noting(path)[0]
 
-    if Path(path).suffix.lower() in {".tif", ".tiff"}:
+
+def read_image_noting(path: Path) -> tuple[np.ndarray, str | None]:
+    """:func:`read_image`, and the sentence that says how the file was converted (or ``None``).
+
+    Raises
+    ------
+    DataError
+        If the file is not a readable image, or its values cannot be shown as RGB.
+    """
+    from napari_bloodcells.core.base.imaging import describe_conversion, to_rgb_uint8
+
+    pixels = _read_pixels(Path(path))
+    return to_rgb_uint8(pixels, str(path)), describe_conversion(pixels)
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    """The file's samples as stored, before any conversion to 8-bit RGB."""
+    if path.suffix.lower() in {".tif", ".tiff"}:
         # PIL reads 16-bit RGB TIFFs as 8-bit by dropping the high bits (values 0..15):
-        # tifffile keeps the samples, and to_rgb_uint8 then converts or refuses them.
-        return to_rgb_uint8(_read_tiff(Path(path)), str(path))
+        # tifffile keeps the samples for to_rgb_uint8 to rescale.
+        return _read_tiff(path)
     try:
         with Image.open(path) as im:
             if im.mode in _HIGH_DEPTH_MODES or im.mode in {"L", "RGB", "RGBA"}:
-                pixels = np.asarray(im)
-            else:
-                pixels = np.asarray(im.convert("RGB"))
+                return np.asarray(im)
+            return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(
             f"Cannot read the image {path} ({exc}); replace or remove the damaged file."
         ) from exc
-    return to_rgb_uint8(pixels, str(path))
 
 
 def _read_tiff(path: Path) -> np.ndarray:

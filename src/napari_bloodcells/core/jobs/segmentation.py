@@ -13,7 +13,7 @@ from napari_bloodcells.core.base.bounds import MAGNIFICATION_RANGE
 from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.base.device import resolve_device
 from napari_bloodcells.core.base.imaging import to_rgb_uint8
-from napari_bloodcells.core.data.dataset import read_image
+from napari_bloodcells.core.data.dataset import read_image_noting
 from napari_bloodcells.core.data.labels_io import write_labels
 from napari_bloodcells.core.events import (
     BlocksSegmented,
@@ -326,6 +326,7 @@ class _SegmentPlan:
         self.futures: list[tuple[Any, Path]] = []
         self.queued: dict[Path, tuple[int, Path]] = {}
         self.familiarity_checks = _FAMILIARITY_CHECKS
+        self.conversion_said = False
 
     def unfamiliar(self, pixels: np.ndarray, path: Path) -> str:
         """The unfamiliar-image sentence for one of the first files, said at most once."""
@@ -347,7 +348,10 @@ class _SegmentPlan:
         self, index: int, count: int, path: Path, target: Path, should_stop: Callable[[], bool]
     ) -> Generator[FileEvent, None, tuple[np.ndarray | None, np.ndarray] | None]:
         """Segment here (labels, pixels), queue on the workers (None, pixels), or stopped (None)."""
-        pixels = read_image(path)
+        pixels, conversion = read_image_noting(path)
+        if conversion and not self.conversion_said:
+            self.conversion_said = True  # a folder from one camera converts alike
+            yield Notice(f"{path.name}: {conversion}")
         if notice := self.unfamiliar(pixels, path):
             yield Notice(notice)
         factor, estimate = self.factor(pixels, str(path))
@@ -392,7 +396,7 @@ class _SegmentPlan:
         image = (
             open_lazy(path)
             if path.is_dir() or path.suffix.lower() in (".tif", ".tiff")
-            else read_image(path)
+            else read_image_noting(path)[0]
         )
         if self.scale == AUTO_SCALE:
             raise ConfigError(
