@@ -17,6 +17,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import ErrorNotification
 
 from bad_inputs import untrained_model
+from conftest import SHARED_FIELDS
 from gui_helpers import (
     RUN_TIMEOUT_MS,
     add_cells,
@@ -514,6 +515,47 @@ def test_export_button_writes_a_package_in_a_worker(viewer, train_widget, qtbot,
     assert test_input.shape == (1, 3, 64, 64) and (test_input == 200).all()  # the layer's pixels
     assert train_widget.export_button.enabled
     assert "Exported the model" in train_widget.status.value
+
+
+def test_the_train_dock_exports_a_smear_field_model_after_it_segmented_the_field(
+    viewer, train_widget, segment_widget, qtbot, tmp_path, state, notes, monkeypatch
+):
+    """Segmenting leaves the live network channels-last, which torch.export refused."""
+    import zipfile
+
+    from PIL import Image as PILImage
+
+    from napari_bloodcells.core.exchange import export
+
+    field = sorted((SHARED_FIELDS / "JPEGImages").glob("*.jpg"))[0]
+    pixels = np.asarray(PILImage.open(field).convert("RGB"))
+    assert pixels.shape == (480, 640, 3)
+    image = viewer.add_image(pixels, rgb=True, name="field")
+    state.current.set(untrained_model(native=True), "a model")  # tiles, as smear models do
+    segment_widget.image_layer.value = image
+    assert run_segment(qtbot, segment_widget) is not None
+    train_widget.data.image_layer.value = image
+    with qtbot.waitSignal(train_widget.export_finished, timeout=RUN_TIMEOUT_MS) as done:
+        train_widget.export(path=tmp_path / "field")
+    assert errors(notes) == []
+    with zipfile.ZipFile(done.args[0]) as archive:
+        assert "weights.onnx" in archive.namelist()
+        assert np.load(archive.open("test_input.npy")).shape == (1, 3, 480, 640)
+
+    def torch_refuses(*_):
+        raise RuntimeError(
+            "Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m\n"
+            "## Exception summary\n<class 'torch._dynamo.exc.UserError'>: Invalid ranges [2:1]"
+        )
+
+    monkeypatch.setattr(export, "write_onnx", torch_refuses)
+    with qtbot.waitSignal(train_widget.export_finished, timeout=RUN_TIMEOUT_MS) as done:
+        train_widget.export(path=tmp_path / "refused")
+    assert done.args[0] is None and not (tmp_path / "refused.zip").exists()
+    message = assert_plain_error(notes, "Could not write onnx weights (Invalid ranges [2:1])")
+    assert "\x1b" not in message and "--formats" in message
+    assert train_widget.status.value.startswith("Export failed")
+    assert train_widget.export_button.enabled
 
 
 def test_a_multiscale_dask_layer_is_segmented_block_by_block_into_a_zarr_backed_layer(

@@ -107,6 +107,18 @@ def image_input(layer: Layer | None, index: int | None = None) -> ImageInput:
     return ImageInput(array, stack, describe_conversion(array[0] if stack else array))
 
 
+def first_rgb_image(layer: Layer | None) -> np.ndarray:
+    """The layer's image (a stack's first slice) as ``(H, W, 3) uint8``, e.g. for a test image.
+
+    Raises
+    ------
+    DataError
+        As :func:`image_input`, or for values that cannot be shown as RGB.
+    """
+    data, stack = _image_data(layer)
+    return to_rgb_uint8(np.asarray(data[0] if stack else data))
+
+
 def _mask_layer(layer: Layer | None) -> Layer:
     """``layer`` if it can hold class indices; raise otherwise."""
     from napari.layers import Image, Labels

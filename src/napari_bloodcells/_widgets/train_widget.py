@@ -27,7 +27,7 @@ from napari_bloodcells._widgets.controls import (
 )
 from napari_bloodcells._widgets.data_picker import FROM_SESSION, DataPicker
 from napari_bloodcells._widgets.job_widget import JobWidget
-from napari_bloodcells._widgets.layers import image_input
+from napari_bloodcells._widgets.layers import first_rgb_image
 from napari_bloodcells._widgets.options import FROM_CURRENT, TrainOptions
 from napari_bloodcells._widgets.plots import LossPlot
 from napari_bloodcells._widgets.preview import PreviewGrid
@@ -355,12 +355,10 @@ class TrainWidget(JobWidget):
         )
 
     def _sample_image(self) -> np.ndarray | None:
-        layer = self.data.image_layer.value
         try:
-            image = image_input(layer)
+            return first_rgb_image(self.data.image_layer.value)
         except BloodcellsError:
             return None
-        return image.array[0] if image.stack else image.array
 
     def _on_export_message(self, message: object) -> None:
         if isinstance(message, JobStep):
@@ -376,6 +374,11 @@ class TrainWidget(JobWidget):
 
     def _on_export_finished(self) -> None:
         self.export_worker = None
+        failed = self.exported is None and not self.status.value.startswith("Export failed")
+        if self.alive and failed:
+            # A crash reaches napari's notifications, not _on_export_message: the last
+            # step ("Exporting ONNX weights…") must not read as still running.
+            self.status.value = "Export failed; no package was written (see the notification)."
         if self.alive:
             self.export_button.enabled = self.state.current.model is not None
         self.export_finished.emit(self.exported)

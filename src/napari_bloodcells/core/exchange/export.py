@@ -25,10 +25,12 @@ extra; without it :func:`export_package` says what to install.
 
 from __future__ import annotations
 
+import copy
 import gc
+import re
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,7 +46,7 @@ from napari_bloodcells.core.model.networks import NOTEBOOK_UNET, smp_kwargs
 from napari_bloodcells.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator
+    from collections.abc import Callable, Generator, Sequence
 
     from napari_bloodcells.core.model.trained import TrainedModel
 
@@ -337,34 +339,10 @@ def export_job(
         Image.fromarray(cover_picture(batch, probs, model)).save(root / "cover.png")
         (root / "README.md").write_text(documentation(model, settings), encoding="utf-8")
         example = model.preprocessing.normalize(torch.from_numpy(batch))
-        files: dict[str, Path] = {}
-        writers: dict[str, tuple[str, str, Callable[[Path], None]]] = {
-            "pytorch_state_dict": (
-                "weights.pt",
-                "Saving the PyTorch weights…",
-                _state_writer(model),
-            ),
-            "torchscript": (
-                "weights_torchscript.pt",
-                "Tracing TorchScript weights…",
-                lambda path: write_torchscript(model, path, example),
-            ),
-            "onnx": (
-                "weights.onnx",
-                "Exporting ONNX weights (this takes a while)…",
-                lambda path: write_onnx(model, path, example),
-            ),
-        }
-        for name in WEIGHT_FORMATS:
-            if name not in settings.formats:
-                continue
-            filename, text, write = writers[name]
-            if should_stop():
-                yield Stopped()
-                return None
-            yield JobStep(text)
-            files[name] = root / filename
-            write(files[name])
+        files = yield from _write_weights(model, settings.formats, root, example, should_stop)
+        if files is None:
+            yield Stopped()
+            return None
         if should_stop():
             yield Stopped()
             return None
@@ -383,6 +361,74 @@ def export_job(
             gc.collect()  # finalise those files now, while their warning is ignored
     yield PackageExported(out)
     return out
+
+
+def _write_weights(
+    model: TrainedModel,
+    formats: Sequence[str],
+    root: Path,
+    example: torch.Tensor,
+    should_stop: Callable[[], bool],
+) -> Generator[JobStep, None, dict[str, Path] | None]:
+    """Write each weight format asked for into ``root``; ``None`` if stopped between them.
+
+    Raises
+    ------
+    ConfigError
+        When torch cannot convert the network to a format, in one sentence.
+    """
+    # A private copy in the standard memory layout: inference leaves the live network
+    # channels-last, which torch.export cannot give dynamic sizes to ("Invalid ranges"),
+    # and a segmentation may be using the live one on another thread.
+    network = copy.deepcopy(model.network).eval().to("cpu")
+    network = network.to(memory_format=torch.contiguous_format)
+    model = replace(model, network=network)
+    writers: dict[str, tuple[str, str, Callable[[Path], None]]] = {
+        "pytorch_state_dict": ("weights.pt", "Saving the PyTorch weights…", _state_writer(model)),
+        "torchscript": (
+            "weights_torchscript.pt",
+            "Tracing TorchScript weights…",
+            lambda path: write_torchscript(model, path, example),
+        ),
+        "onnx": (
+            "weights.onnx",
+            "Exporting ONNX weights (this takes a while)…",
+            lambda path: write_onnx(model, path, example),
+        ),
+    }
+    files: dict[str, Path] = {}
+    for name in WEIGHT_FORMATS:
+        if name not in formats:
+            continue
+        filename, text, write = writers[name]
+        if should_stop():
+            return None
+        yield JobStep(text)
+        files[name] = root / filename
+        try:
+            write(files[name])
+        except Exception as exc:  # torch's exporters fail in many types, with pages of text
+            others = ",".join(f for f in WEIGHT_FORMATS if f != name)
+            raise ConfigError(
+                f"Could not write {name} weights ({_first_line(exc)}), so no package was "
+                f"written; export without them (napari-bloodcells export MODEL --formats "
+                f"{others}) and report the model's architecture ({model.spec.arch}, "
+                f"{model.spec.encoder or 'no encoder'})."
+            ) from exc
+    return None if should_stop() else files
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CAUSE = re.compile(r"^<class '[\w.]+'>: (.+)$")
+"""The line where torch's exporter names the error under its pages of advice."""
+
+
+def _first_line(exc: BaseException) -> str:
+    """The gist of an exporter's error, without colour codes and at most 120 characters."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    causes = [m.group(1) for m in map(_CAUSE.match, lines) if m]
+    text = (causes[0] if causes else lines[0] if lines else type(exc).__name__).rstrip(".")
+    return text if len(text) <= 120 else text[:117] + "…"
 
 
 def _state_writer(model: TrainedModel) -> Callable[[Path], None]:
