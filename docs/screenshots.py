@@ -149,8 +149,9 @@ def layout_shots() -> None:
 
     import napari
 
-    from napari_bloodcells._launch import TABS_BELOW_HEIGHT, dock_widgets
+    from napari_bloodcells._launch import dock_widgets
     from napari_bloodcells._widgets.data_picker import FROM_LAYERS
+    from napari_bloodcells._widgets.docking import TABS_BELOW_HEIGHT
 
     for size in LAYOUT_SIZES:
         viewer = napari.Viewer(title="napari-bloodcells", show=True)

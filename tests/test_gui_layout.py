@@ -53,6 +53,56 @@ def test_progress_plot_preview_and_segment_button_in_view_while_training(
         qtbot.waitUntil(lambda: not train.running, timeout=RUN_TIMEOUT_MS)
 
 
+def plugins_menu_action(viewer, title: str):
+    """The Plugins menu entry that opens the plugin's ``title`` dock, as a user clicks it."""
+    for entry in viewer.window.plugins_menu.actions():
+        for action in entry.menu().actions() if entry.menu() else ():
+            if action.text().startswith(f"{title} ("):
+                return action
+    raise AssertionError(f"no {title} entry in the Plugins menu")
+
+
+@pytest.mark.parametrize("order", [("Train", "Segment"), ("Segment", "Train")])
+def test_docks_opened_from_the_plugins_menu_get_the_whole_height_as_tabs(
+    shown_viewer, qtbot, order
+):
+    from qtpy.QtWidgets import QDockWidget
+
+    from napari_bloodcells._widgets.segment_widget import SegmentWidget
+    from napari_bloodcells._widgets.train_widget import TrainWidget
+
+    viewer = shown_viewer
+    size = (1066, 651)
+    viewer.window._qt_window.resize(*size)
+    qtbot.waitUntil(lambda: viewer.window.geometry()[2:] == size, timeout=5000)
+    for title in order:
+        plugins_menu_action(viewer, title).trigger()
+        qtbot.wait(50)  # the dock arranges itself once the event loop runs
+    widgets = list(viewer.window.dock_widgets.values())
+    train = next(w for w in widgets if isinstance(w, TrainWidget))
+    segment = next(w for w in widgets if isinstance(w, SegmentWidget))
+
+    def dock_of(widget) -> QDockWidget:
+        parent = widget.native.parentWidget()
+        while not isinstance(parent, QDockWidget):
+            parent = parent.parentWidget()
+        return parent
+
+    window = viewer.window._qt_window
+    assert window.tabifiedDockWidgets(dock_of(train)) == [dock_of(segment)], "one tabbed dock"
+    opened_last = train if order[-1] == "Train" else segment
+    assert opened_last.native.isVisible(), "the dock just opened is the tab shown"
+    for widget, parts in (
+        (train, (train.progress.native, train.start_button.native)),
+        (segment, (segment.model_info.native, segment.segment_button.native)),
+    ):
+        dock_of(widget).raise_()
+        qtbot.wait(50)
+        assert widget.native.height() > 400, f"{widget} got {widget.native.height()} px"
+        for part in parts:
+            assert fully_shown(part), f"{part} of {widget} is hidden at {size}"
+
+
 def test_save_field_has_a_label(viewer):
     train, _ = dock_widgets(viewer)
     assert train.save_path.label == "Save to"

@@ -35,40 +35,26 @@ def open_viewer(sample: str | None = "bloodcells") -> napari.Viewer:
     return viewer
 
 
-TABS_BELOW_HEIGHT = 900
-"""Window height (px) under which Train and Segment share the dock area as tabs."""
-
-
 def dock_widgets(viewer: napari.Viewer) -> tuple[Any, Any]:
-    """Dock Train above Segment, or as tabs of one dock when the window is short.
+    """Dock Train and Segment, as tabs of one dock when the window is short.
 
-    In napari's opening window (1066x651) two stacked docks get about 280 px
-    each: not enough for Train's progress, curves and preview, nor for the
-    Segment button below the image and model. As tabs each gets the whole
-    height; from :data:`TABS_BELOW_HEIGHT` up both are shown at once.
+    The docks arrange themselves as when opened from the Plugins menu (see
+    :mod:`napari_bloodcells._widgets.docking`); here Train is the tab shown.
 
     Returns
     -------
     tuple
         The Train and Segment widgets.
     """
-    height = viewer.window.geometry()[3]
-    tabs = height < TABS_BELOW_HEIGHT
-    train_dock, train = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Train")
-    segment_dock, segment = viewer.window.add_plugin_dock_widget(
-        "napari-bloodcells", "Segment", tabify=tabs
-    )
-    from qtpy.QtCore import Qt, QTimer
+    from qtpy.QtCore import QTimer
 
-    if tabs:
-        # Qt picks the tab shown once the event loop runs: pick Train after that.
-        QTimer.singleShot(0, train_dock.raise_)
-    else:
-        # Segment needs about a third of the column to show its button; Train the rest.
-        main_window = train_dock.parentWidget()
-        main_window.resizeDocks(
-            [train_dock, segment_dock], [2 * height // 3, height // 3], Qt.Orientation.Vertical
-        )
+    from napari_bloodcells._widgets.docking import arrange
+
+    train_dock, train = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Train")
+    segment_dock, segment = viewer.window.add_plugin_dock_widget("napari-bloodcells", "Segment")
+    arrange(segment_dock)
+    # Qt picks the tab shown once the event loop runs: pick Train after that.
+    QTimer.singleShot(0, train_dock.raise_)
     return train, segment
 
 

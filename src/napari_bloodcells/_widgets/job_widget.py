@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import Container, PushButton
 from psygnal import Signal
 
+from napari_bloodcells._widgets import docking
 from napari_bloodcells._widgets.controls import status_label
 from napari_bloodcells._widgets.state import state_of
 from napari_bloodcells._widgets.workers import show_error, show_info, start_job
@@ -65,6 +66,7 @@ class JobWidget(Container):
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = status_label()
         super().__init__(widgets=self.contents(), labels=False)
+        docking.mark(self.native, type(self).__name__.removesuffix("Widget"))
         self._worker: GeneratorWorker | None = None
         self._stop = threading.Event()
         self._alive = True
