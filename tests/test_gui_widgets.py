@@ -311,6 +311,37 @@ def test_segment_writes_class_labels_and_replaces_only_unpainted(
     assert np.array_equal(viewer.layers["blood cell segmentation"].data, painted)
 
 
+def test_the_result_layer_is_added_at_the_click_and_filled_at_the_end(
+    viewer, segment_widget, notes, qtbot, state
+):
+    """napari's cost of a new Labels layer is paid while the user waits, not at the end."""
+    state.current.set(untrained_model(native=True), "test model")
+    image = viewer.add_image(np.full((256, 256, 3), 180, np.uint8), rgb=True, name="field")
+    segment_widget.image_layer.value = image
+    segment_widget.segment_button.native.click()
+    assert segment_widget.running
+    pending = viewer.layers["field segmentation"]  # there before the worker's first tile
+    assert isinstance(pending, Labels) and pending.data.shape == (256, 256)
+    qtbot.waitUntil(lambda: not segment_widget.running, timeout=RUN_TIMEOUT_MS)
+    assert segment_widget.last_layer is pending, "the result went into that layer"
+    assert [layer.name for layer in viewer.layers] == ["field", "field segmentation"]
+    assert errors(notes) == []
+
+    # Painted while a new run goes: the painting is kept, the result goes beside it.
+    segment_widget.segment_button.native.click()
+    pending.data[:8, :8] = 2
+    pending.refresh()
+    qtbot.waitUntil(lambda: not segment_widget.running, timeout=RUN_TIMEOUT_MS)
+    assert (pending.data[:8, :8] == 2).all() and pending in viewer.layers
+    assert segment_widget.last_layer is not pending
+
+    # A run that fails leaves no empty layer behind.
+    bad = viewer.add_image(np.full((64, 64, 3), np.nan, np.float32), rgb=True, name="bad")
+    segment_widget.image_layer.value = bad
+    assert run_segment(qtbot, segment_widget) is None
+    assert "bad segmentation" not in [layer.name for layer in viewer.layers]
+
+
 def test_segment_stack_and_grayscale(viewer, segment_widget, cell_stack, notes, qtbot, state):
     state.current.set(untrained_model(), "test model")
     images, _ = cell_stack

@@ -42,11 +42,13 @@ from napari_bloodcells._widgets.layers import (
     CELLS,
     META_KEY,
     SEGMENTATION,
+    drop_unused_prediction,
     image_input,
     is_painted_prediction,
     is_unpainted_prediction,
     lazy_image,
     mask_input,
+    prepare_prediction,
     remember_scale,
     remembered_scale,
     slice_index,
@@ -218,6 +220,7 @@ class SegmentWidget(JobWidget):
         self.measurements: Measurements | None = None
         self.cells_layer: Labels | None = None
         self.last_layer: Labels | None = None
+        self._placeholder: Labels | None = None
         self._target: Image | None = None
         self._scale = 1.0
         self._segmenting = False
@@ -301,6 +304,10 @@ class SegmentWidget(JobWidget):
             show_info(note)
         self.state.runs.segmenting += 1
         self._segmenting = True
+        if not isinstance(model, Path):  # a loaded model: its classes colour the layer
+            images = image.array
+            shape = images.shape[:3] if image.stack else images.shape[:2]
+            self._placeholder = prepare_prediction(self._viewer, layer, shape, model.classes)
         self.run_job(
             segmentation_job,
             model,
@@ -614,6 +621,8 @@ class SegmentWidget(JobWidget):
 
     def job_ended(self) -> None:
         """Forget the job's target layer; a segmentation counts as over."""
+        drop_unused_prediction(self._viewer, self._placeholder)
+        self._placeholder = None
         if self._segmenting:
             self.state.runs.segmenting -= 1
         self._segmenting = False
