@@ -57,31 +57,13 @@ def _rescaling(image: np.ndarray, what: str = "image") -> tuple[float, float, st
         lo, hi = float(finite.min()), float(finite.max())
         if lo >= 0.0 and hi <= 1.0:
             return None
-        low, high = (float(v) for v in np.percentile(finite, _FLOAT_PERCENTILES))
-        return (
-            low,
-            high,
-            (
-                f"The float {what} has values from {lo:.3g} to {hi:.3g}; it was rescaled to "
-                f"8-bit from its {_FLOAT_PERCENTILES[0]}-{_FLOAT_PERCENTILES[1]} percentile range "
-                f"({low:.3g}..{high:.3g})."
-            ),
-        )
+        return _by_percentiles(finite, f"The float {what} has values from {lo:.3g} to {hi:.3g}")
     if np.issubdtype(image.dtype, np.integer):
         lo, hi = int(image.min()), int(image.max())
         if lo >= 0 and hi <= 255:
             return None
         if lo < 0:
-            low, high = (float(v) for v in np.percentile(image, _FLOAT_PERCENTILES))
-            return (
-                low,
-                high,
-                (
-                    f"The {image.dtype} {what} has values from {lo} to {hi}; it was rescaled to "
-                    f"8-bit from its {_FLOAT_PERCENTILES[0]}-{_FLOAT_PERCENTILES[1]} percentile "
-                    f"range ({low:.0f}..{high:.0f})."
-                ),
-            )
+            return _by_percentiles(image, f"The {image.dtype} {what} has values from {lo} to {hi}")
         bits = next((b for b in _BIT_DEPTHS if hi < 2**b), 64)
         return (
             0.0,
@@ -94,6 +76,18 @@ def _rescaling(image: np.ndarray, what: str = "image") -> tuple[float, float, st
     raise DataError(
         f"The {what} holds {image.dtype} values, which cannot be shown as RGB; save it as "
         "8- or 16-bit RGB."
+    )
+
+
+def _by_percentiles(values: np.ndarray, found: str) -> tuple[float, float, str]:
+    """The percentile range of ``values`` and the sentence that starts with ``found``."""
+    low, high = (float(v) for v in np.percentile(values, _FLOAT_PERCENTILES))
+    first, last = _FLOAT_PERCENTILES
+    return (
+        low,
+        high,
+        f"{found}; it was rescaled to 8-bit from its {first}-{last} percentile range "
+        f"({low:.3g}..{high:.3g}).",
     )
 
 
@@ -137,14 +131,17 @@ def to_rgb_uint8(image: np.ndarray, name: str | None = None) -> np.ndarray:
     rescale = _rescaling(image, what)
     if rescale is None:
         if np.issubdtype(image.dtype, np.floating):
-            unit: np.ndarray = np.round(np.nan_to_num(image) * 255)
+            # Finite values lie in 0..1 here: infinities are its ends, NaN is black.
+            unit: np.ndarray = np.round(np.nan_to_num(image, posinf=1.0, neginf=0.0) * 255)
             return unit.astype(np.uint8)
         return image.astype(np.uint8)
     low, high, _ = rescale
     span = high - low if high > low else 1.0  # a flat image stays flat, at black
     with np.errstate(over="ignore", invalid="ignore"):  # extremes saturate, as the notice says
-        scaled = (np.nan_to_num(image.astype(np.float64)) - low) * (255.0 / span)
-    return np.round(np.clip(scaled, 0, 255)).astype(np.uint8)
+        finite = np.nan_to_num(image.astype(np.float64), posinf=high, neginf=low)
+        scaled = (finite - low) * (255.0 / span)
+    # A range wider than float64 (values near +-1e308) leaves NaN: black, like NaN pixels.
+    return np.round(np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255)).astype(np.uint8)
 
 
 def pad_to(image: np.ndarray, height: int, width: int, fill: int | None = None) -> np.ndarray:
