@@ -38,7 +38,7 @@ FLOORS = (
 FRONT_END_VALUE_TYPES = {
     "base.bounds": {"MAGNIFICATION_RANGE", "check_bounds", "options_of", "range_of"},
     "base.classes": {"BLOODCELL_CLASSES", "ClassInfo", "UNLABELLED"},
-    "base.imaging": {"describe_conversion", "to_rgb_uint8"},
+    "base.imaging": {"to_rgb_uint8"},
     "data.dataset": {"SegmentationData"},
     "exchange.export": {"ExportSettings", "WEIGHT_FORMATS"},
     "inference.tiled": {"TileSettings"},

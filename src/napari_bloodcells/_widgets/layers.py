@@ -15,7 +15,7 @@ import numpy as np
 
 from napari_bloodcells._layers import labels_kwargs
 from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES, ClassInfo
-from napari_bloodcells.core.base.imaging import describe_conversion, to_rgb_uint8
+from napari_bloodcells.core.base.imaging import to_rgb_uint8
 from napari_bloodcells.core.data.dataset import SegmentationData
 from napari_bloodcells.errors import DataError
 
@@ -46,13 +46,10 @@ class ImageInput:
         One 2D image ``(H, W[, C])``, or a stack ``(N, H, W[, C])`` when ``stack``.
     stack : bool
         Whether the first axis indexes slices.
-    notice : str or None
-        How grayscale or RGBA pixels will be converted, to tell the user.
     """
 
     array: np.ndarray
     stack: bool
-    notice: str | None
 
 
 def _image_data(layer: Layer | None) -> tuple[Any, bool]:
@@ -106,7 +103,7 @@ def image_input(layer: Layer | None, index: int | None = None) -> ImageInput:
     if stack and index is not None:
         data, stack = data[index], False
     array = np.array(data, copy=True)  # a private copy for the worker thread
-    return ImageInput(array, stack, describe_conversion(array[0] if stack else array))
+    return ImageInput(array, stack)
 
 
 def first_rgb_image(layer: Layer | None) -> np.ndarray:

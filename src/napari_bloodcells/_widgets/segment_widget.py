@@ -291,8 +291,6 @@ class SegmentWidget(JobWidget):
         except BloodcellsError as exc:
             show_error(str(exc))
             return
-        if image.notice:
-            show_info(image.notice)
         self._target = layer
         self._scale = float(self.scale.value)
         remember_scale(layer, self._scale)
@@ -305,8 +303,7 @@ class SegmentWidget(JobWidget):
         self.state.runs.segmenting += 1
         self._segmenting = True
         if not isinstance(model, Path):  # a loaded model: its classes colour the layer
-            images = image.array
-            shape = images.shape[:3] if image.stack else images.shape[:2]
+            shape = image.array.shape[:3] if image.stack else image.array.shape[:2]
             self._placeholder = prepare_prediction(self._viewer, layer, shape, model.classes)
         self.run_job(
             segmentation_job,

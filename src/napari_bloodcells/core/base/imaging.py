@@ -6,29 +6,6 @@ import numpy as np
 
 from napari_bloodcells.errors import DataError
 
-
-def describe_conversion(image: np.ndarray) -> str | None:
-    """Say how :func:`to_rgb_uint8` will change ``image``, or ``None`` if it will not.
-
-    Used to tell the user that a grayscale or RGBA image was converted, or that
-    a 12-, 14- or 16-bit (or float) image was rescaled to 8 bits.
-    """
-    image = np.asarray(image)
-    sentences = []
-    if image.ndim == 2:
-        sentences.append("The grayscale image was converted to RGB by repeating its channel.")
-    if image.ndim == 3 and image.shape[-1] == 4:
-        sentences.append("The RGBA image was converted to RGB by dropping its alpha channel.")
-    if image.ndim in (2, 3) and image.size:
-        try:
-            rescale = _rescaling(image)
-        except DataError:
-            rescale = None
-        if rescale is not None:
-            sentences.append(rescale[2])
-    return " ".join(sentences) or None
-
-
 _BIT_DEPTHS = (10, 12, 14, 16, 32)
 """Bit depths that cameras and their containers use, smallest first."""
 
@@ -45,8 +22,6 @@ def _rescaling(image: np.ndarray, what: str = "image") -> tuple[float, float, st
     0..1 and signed integers below 0 have no bit depth, so their percentiles
     set the range.
     """
-    if image.dtype == np.uint8 or image.dtype == np.bool_:
-        return None
     if np.issubdtype(image.dtype, np.floating):
         if image.size and not np.isfinite(image).any():
             raise DataError(
@@ -92,21 +67,32 @@ def _by_percentiles(values: np.ndarray, found: str) -> tuple[float, float, str]:
 
 
 def to_rgb_uint8(image: np.ndarray, name: str | None = None) -> np.ndarray:
-    """Convert one 2D image to ``(H, W, 3) uint8``.
+    """Convert one 2D image to ``(H, W, 3) uint8``, as :func:`convert_to_rgb` does.
+
+    Raises
+    ------
+    DataError
+        If the shape or the value type cannot be read as a colour image.
+    """
+    return convert_to_rgb(image, name)[0]
+
+
+def convert_to_rgb(image: np.ndarray, name: str | None = None) -> tuple[np.ndarray, str | None]:
+    """Convert one 2D image to ``(H, W, 3) uint8``, and say how (``None`` if used as it is).
 
     Accepts grayscale ``(H, W)``, RGB ``(H, W, 3)`` or RGBA ``(H, W, 4)``.
     ``uint8``, floats in 0..1 and integers within 0..255 are taken as they
     are; 10- to 16-bit integers are divided by their bit depth's maximum, and
-    other floats or signed integers are stretched between two percentiles
-    (:func:`describe_conversion` says which, for a notice). Nothing is clipped
-    without that sentence.
+    other floats or signed integers are stretched between two percentiles.
+    The sentence names each change (channel repeated, alpha dropped, values
+    rescaled), for a notice: nothing is clipped without it.
 
     Parameters
     ----------
     image : ndarray
         The pixels.
     name : str, optional
-        Names the image (e.g. its file) in error messages.
+        Names the image (e.g. its file) in messages.
 
     Raises
     ------
@@ -115,33 +101,42 @@ def to_rgb_uint8(image: np.ndarray, name: str | None = None) -> np.ndarray:
     """
     image = np.asarray(image)
     what = f"image {name}" if name else "image"
+    notes = []
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
+        notes.append("The grayscale image was converted to RGB by repeating its channel.")
     elif image.ndim == 3 and image.shape[-1] == 4:
         image = image[..., :3]
+        notes.append("The RGBA image was converted to RGB by dropping its alpha channel.")
     if image.ndim != 3 or image.shape[-1] != 3:
         raise DataError(
             f"The {what} has shape {image.shape}; expected a 2D image, grayscale (H, W), "
             "RGB (H, W, 3) or RGBA (H, W, 4)."
         )
+    rgb, rescaled = _to_uint8(image, what)
+    return rgb, " ".join([*notes, rescaled] if rescaled else notes) or None
+
+
+def _to_uint8(image: np.ndarray, what: str) -> tuple[np.ndarray, str | None]:
+    """``(H, W, 3)`` values of any type as ``uint8``, and the sentence if they were rescaled."""
     if image.dtype == np.uint8:
-        return np.ascontiguousarray(image)
+        return np.ascontiguousarray(image), None
     if image.dtype == np.bool_:
-        return image.astype(np.uint8) * 255
+        return image.astype(np.uint8) * 255, None
     rescale = _rescaling(image, what)
     if rescale is None:
         if np.issubdtype(image.dtype, np.floating):
             # Finite values lie in 0..1 here: infinities are its ends, NaN is black.
             unit: np.ndarray = np.round(np.nan_to_num(image, posinf=1.0, neginf=0.0) * 255)
-            return unit.astype(np.uint8)
-        return image.astype(np.uint8)
-    low, high, _ = rescale
+            return unit.astype(np.uint8), None
+        return image.astype(np.uint8), None
+    low, high, sentence = rescale
     span = high - low if high > low else 1.0  # a flat image stays flat, at black
     with np.errstate(over="ignore", invalid="ignore"):  # extremes saturate, as the notice says
         finite = np.nan_to_num(image.astype(np.float64), posinf=high, neginf=low)
         scaled = (finite - low) * (255.0 / span)
     # A range wider than float64 (values near +-1e308) leaves NaN: black, like NaN pixels.
-    return np.round(np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255)).astype(np.uint8)
+    return np.round(np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255)).astype(np.uint8), sentence
 
 
 def pad_to(image: np.ndarray, height: int, width: int, fill: int | None = None) -> np.ndarray:

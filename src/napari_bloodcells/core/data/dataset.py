@@ -179,7 +179,9 @@ def read_image(path: Path) -> np.ndarray:
     DataError
         If the file is not a readable image, or its values cannot be shown as RGB.
     """
-    return read_image_noting(path)[0]
+    from napari_bloodcells.core.base.imaging import to_rgb_uint8
+
+    return to_rgb_uint8(_read_pixels(Path(path)), str(path))
 
 
 def read_image_noting(path: Path) -> tuple[np.ndarray, str | None]:
@@ -190,10 +192,9 @@ def read_image_noting(path: Path) -> tuple[np.ndarray, str | None]:
     DataError
         If the file is not a readable image, or its values cannot be shown as RGB.
     """
-    from napari_bloodcells.core.base.imaging import describe_conversion, to_rgb_uint8
+    from napari_bloodcells.core.base.imaging import convert_to_rgb
 
-    pixels = _read_pixels(Path(path))
-    return to_rgb_uint8(pixels, str(path)), describe_conversion(pixels)
+    return convert_to_rgb(_read_pixels(Path(path)), str(path))
 
 
 def _read_pixels(path: Path) -> np.ndarray:

@@ -370,7 +370,7 @@ def _write_weights(
     example: torch.Tensor,
     should_stop: Callable[[], bool],
 ) -> Generator[JobStep, None, dict[str, Path] | None]:
-    """Write each weight format asked for into ``root``; ``None`` if stopped between them.
+    """Write each weight format asked for into ``root``; ``None`` if stopped before one.
 
     Raises
     ------
@@ -415,7 +415,7 @@ def _write_weights(
                 f"{others}) and report the model's architecture ({model.spec.arch}, "
                 f"{model.spec.encoder or 'no encoder'})."
             ) from exc
-    return None if should_stop() else files
+    return files
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -12,8 +12,8 @@ import numpy as np
 from napari_bloodcells.core.base.bounds import MAGNIFICATION_RANGE
 from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.base.device import resolve_device
-from napari_bloodcells.core.base.imaging import to_rgb_uint8
-from napari_bloodcells.core.data.dataset import read_image_noting
+from napari_bloodcells.core.base.imaging import convert_to_rgb, to_rgb_uint8
+from napari_bloodcells.core.data.dataset import read_image, read_image_noting
 from napari_bloodcells.core.data.labels_io import write_labels
 from napari_bloodcells.core.events import (
     BlocksSegmented,
@@ -66,12 +66,16 @@ def segmentation_job(
 ) -> Generator[SegmentationEvent, None, Segmentation]:
     """Load the model, then segment one image or a stack (see :func:`~.infer.segment`).
 
-    Before segmenting, a :class:`~.events.Notice` says so when the image (a
-    stack's first slice) looks unlike the model's training images.
+    Before segmenting, a :class:`~.events.Notice` says how the image (a stack's
+    first slice) is converted to 8-bit RGB, if it is, and another when it looks
+    unlike the model's training images.
     """
     model = load_model(source)
     first = images[0] if stack else images
-    if notice := unfamiliar_notice(model, to_rgb_uint8(np.asarray(first))):
+    rgb, conversion = convert_to_rgb(np.asarray(first))
+    if conversion:  # said here, in the worker: rescaling reads every pixel
+        yield Notice(conversion)
+    if notice := unfamiliar_notice(model, rgb):
         yield Notice(notice)
     return (
         yield from segment(
@@ -351,7 +355,7 @@ class _SegmentPlan:
         pixels, conversion = read_image_noting(path)
         if conversion and not self.conversion_said:
             self.conversion_said = True  # a folder from one camera converts alike
-            yield Notice(f"{path.name}: {conversion}")
+            yield Notice(conversion)
         if notice := self.unfamiliar(pixels, path):
             yield Notice(notice)
         factor, estimate = self.factor(pixels, str(path))
@@ -396,7 +400,7 @@ class _SegmentPlan:
         image = (
             open_lazy(path)
             if path.is_dir() or path.suffix.lower() in (".tif", ".tiff")
-            else read_image_noting(path)[0]
+            else read_image(path)
         )
         if self.scale == AUTO_SCALE:
             raise ConfigError(
