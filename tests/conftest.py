@@ -92,7 +92,22 @@ def data_env(monkeypatch, session_cache, shared_data) -> Path:
 
 @pytest.fixture(scope="session")
 def bloodcells(session_cache):
-    """All 300 pairs as SegmentationData (read-only: do not modify in tests)."""
+    """All 300 pairs as SegmentationData (read-only: do not modify in tests).
+
+    Without their types, so that training tests do not also train a type model;
+    ``typed_bloodcells`` has them.
+    """
+    from napari_bloodcells.core.data.bloodcell_dataset import DATASET_FOLDER
+    from napari_bloodcells.core.data.dataset import load_folder
+
+    data = load_folder(session_cache / DATASET_FOLDER)
+    data.types = []
+    return data
+
+
+@pytest.fixture(scope="session")
+def typed_bloodcells(session_cache):
+    """All 300 pairs with the upstream types of their white cells (read-only)."""
     from napari_bloodcells.core.data.bloodcell_dataset import DATASET_FOLDER
     from napari_bloodcells.core.data.dataset import load_folder
 

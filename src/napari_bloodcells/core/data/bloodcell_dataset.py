@@ -2,12 +2,14 @@
 
 :mod:`~napari_bloodcells.core.data.download` fetches and verifies the upstream
 files; this module converts them once into ``bloodcells_seg/{images,masks}/all``
-(masks as class indices 0/1/2), which :func:`~napari_bloodcells.core.data.dataset.load_folder`
-reads like any user folder.
+(masks as class indices 0/1/2) with a ``types.csv`` (the upstream cell types, which experts
+did not check), which :func:`~napari_bloodcells.core.data.dataset.load_folder` reads like any
+user folder.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import tempfile
@@ -16,8 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from napari_bloodcells.core.base.files import atomic_write
 from napari_bloodcells.core.data.dataset import as_uint8, read_image
 from napari_bloodcells.core.data.download import Progress, cache_dir, fetch_raw
+from napari_bloodcells.core.data.type_table import TYPES_FILE, read_type_table
 from napari_bloodcells.errors import DataError
 
 SOURCE_NAME = "bloodcells"
@@ -36,6 +40,8 @@ DATASET_FOLDER = "bloodcells_seg"
 IMAGE_COUNT = 300
 """Images in Dataset 1: a converted folder with fewer is incomplete."""
 UPSTREAM_MASK_VALUES = (0, 128, 255)
+TYPE_LABELS = "Class Labels of Dataset 1.csv"
+"""The upstream type of each image's white cell (1-5); not checked by experts."""
 """Grey levels of background, cytoplasm and nucleus in the upstream masks."""
 
 
@@ -94,6 +100,7 @@ def write_pairs(raw: Path, dest: Path) -> Path:
             Image.fromarray(mask_from_grey(grey, bmp.with_suffix(".png").name)).save(
                 staging / "masks" / "all" / f"{bmp.stem}.png"
             )
+        write_types(raw, staging)
         if final.exists():
             old = final.with_name(f".{DATASET_FOLDER}-old")
             shutil.rmtree(old, ignore_errors=True)
@@ -105,6 +112,22 @@ def write_pairs(raw: Path, dest: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def write_types(raw: Path, folder: Path) -> None:
+    """Write ``folder/types.csv`` from the upstream class labels (nothing if they are absent)."""
+    source = raw / TYPE_LABELS
+    if not source.is_file():
+        return
+    table = read_type_table(source)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(("image", "type"))
+            writer.writerows((f"{int(key):03d}.png", kind) for key, kind in table.items())
+
+    atomic_write(folder / TYPES_FILE, write)
 
 
 def bloodcell_folder(dest: Path | None = None, progress: Progress | None = None) -> Path:
@@ -125,6 +148,8 @@ def bloodcell_folder(dest: Path | None = None, progress: Progress | None = None)
     dest = dest or cache_dir()
     final = dest / DATASET_FOLDER
     if len(list((final / "masks" / "all").glob("*.png"))) == IMAGE_COUNT:
+        if not (final / TYPES_FILE).is_file():  # converted by a version without types
+            write_types(fetch_raw(cache=cache_dir(), progress=progress), final)
         return final
     raw = fetch_raw(cache=cache_dir(), progress=progress)
     return write_pairs(raw, dest)

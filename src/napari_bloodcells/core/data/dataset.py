@@ -20,6 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from napari_bloodcells.core.base.classes import UNLABELLED
+from napari_bloodcells.core.data.type_table import TYPES_FILE, read_type_table, types_for
 from napari_bloodcells.errors import DataError
 
 if TYPE_CHECKING:
@@ -46,12 +47,16 @@ class SegmentationData:
         One name per pair, used in messages and reports.
     notices : list of str
         Things the user should know about how the data was read (skipped files).
+    types : list of (str or None)
+        The type of each image's white cell (its largest cell), ``None`` where not known;
+        empty when the data has no types at all.
     """
 
     images: list[np.ndarray]
     masks: list[np.ndarray]
     names: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    types: list[str | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -61,6 +66,20 @@ class SegmentationData:
                 f"Got {len(self.images)} images but {len(self.masks)} masks; "
                 "give exactly one mask per image."
             )
+        if self.types and len(self.types) != len(self.images):
+            raise DataError(
+                f"Got {len(self.images)} images but {len(self.types)} types; give one type "
+                "(or none) per image."
+            )
+
+    @property
+    def has_types(self) -> bool:
+        """Whether any image's white cell has a known type."""
+        return any(t is not None for t in self.types)
+
+    def type_of(self, index: int) -> str | None:
+        """The type of image ``index``'s white cell, if known."""
+        return self.types[index] if self.types else None
 
     def digest(self) -> str:
         """A fingerprint of every pixel and label, in order (BLAKE2b, 16 hex digits)."""
@@ -80,6 +99,7 @@ class SegmentationData:
             [self.images[i] for i in indices],
             [self.masks[i] for i in indices],
             [self.names[i] for i in indices],
+            types=[self.types[i] for i in indices] if self.types else [],
         )
 
     def __add__(self, other: SegmentationData) -> SegmentationData:
@@ -89,6 +109,12 @@ class SegmentationData:
             self.masks + other.masks,
             self.names + other.names,
             self.notices + other.notices,
+            (
+                [self.type_of(i) for i in range(len(self))]
+                + [other.type_of(i) for i in range(len(other))]
+                if self.types or other.types
+                else []
+            ),
         )
 
     def rescaled(self, scale: float, minimum: int = MIN_SIDE) -> SegmentationData:
@@ -116,7 +142,9 @@ class SegmentationData:
                 np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
             )
             masks.append(np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST)))
-        return SegmentationData(images, masks, list(self.names), list(self.notices))
+        return SegmentationData(
+            images, masks, list(self.names), list(self.notices), list(self.types)
+        )
 
     def check_foreground(self) -> None:
         """Raise :class:`DataError` if no mask has a labelled cell pixel: nothing to learn from."""
@@ -278,7 +306,7 @@ def _first(keys: Sequence[str], n: int = 3) -> str:
 
 
 def load_folder(root: str | Path) -> SegmentationData:
-    """Read pairs from ``root/images/**`` and ``root/masks/**``.
+    """Read pairs from ``root/images/**`` and ``root/masks/**`` (and ``root/types.csv``).
 
     Images and masks are matched by relative path without extension, so
     ``images/all/001.png`` pairs with ``masks/all/001.png``. Pairs are sorted
@@ -335,6 +363,8 @@ def load_folder(root: str | Path) -> SegmentationData:
         data.images.append(image)
         data.masks.append(mask)
         data.names.append(key)
+    if (root / TYPES_FILE).is_file():
+        data.types = types_for(data.names, read_type_table(root / TYPES_FILE))
     return data
 
 

@@ -88,6 +88,8 @@ class Pair:
     file: str
     source: str
     scale: float
+    cell_type: str | None = None
+    """The type of the pair's white cell (its largest cell), for a reclassified cell."""
 
 
 @dataclass
@@ -149,7 +151,12 @@ class Project:
         self.save()
 
     def add_pair(
-        self, image: np.ndarray, mask: np.ndarray, source: str, scale: float = 1.0
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        source: str,
+        scale: float = 1.0,
+        cell_type: str | None = None,
     ) -> Pair:
         """Save one corrected pair and mark its queue entry corrected; atomic, file by file.
 
@@ -163,12 +170,14 @@ class Project:
             Where the image came from (a path, a layer's name); names the queue entry.
         scale : float
             The magnification it was segmented and corrected at.
+        cell_type : str, optional
+            The type of its white cell (a cell reclassified in the gallery).
         """
         file = self._new_file_name(source)
         image_path = self.folder / "images" / f"{file}.png"
         atomic_write(image_path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
         write_labels(mask, self.folder / "masks" / f"{file}.png")
-        pair = Pair(file, source, float(scale))
+        pair = Pair(file, source, float(scale), cell_type)
         self.pairs.append(pair)
         self.queue = [
             replace(entry, corrected=True) if entry.name == source else entry
@@ -184,7 +193,10 @@ class Project:
             images.append(read_image(self.folder / "images" / f"{pair.file}.png"))
             masks.append(read_mask(self.folder / "masks" / f"{pair.file}.png"))
             names.append(pair.source)
-        return SegmentationData(images, masks, names)
+        types = [pair.cell_type for pair in self.pairs]
+        return SegmentationData(
+            images, masks, names, types=types if any(t is not None for t in types) else []
+        )
 
     def next_to_correct(self, after: str | None = None) -> QueueEntry | None:
         """The first uncorrected entry of the queue (see :func:`next_uncorrected`)."""
