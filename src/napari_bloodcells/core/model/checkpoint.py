@@ -22,6 +22,7 @@ from napari_bloodcells.core.model.networks import ModelSpec, build_model
 from napari_bloodcells.core.model.preprocessing import Preprocessing
 from napari_bloodcells.core.model.size_model import SizeModel
 from napari_bloodcells.core.model.trained import TrainedModel
+from napari_bloodcells.core.model.type_model import TypeModel
 from napari_bloodcells.errors import CheckpointError
 
 FORMAT_NAME = "napari-bloodcells-model"
@@ -78,6 +79,7 @@ def model_record(model: TrainedModel) -> dict[str, Any]:
         "config": model.config,
         "metrics": model.metrics,
         "size_model": None if model.size_model is None else model.size_model.to_dict(),
+        "type_model": None if model.type_model is None else model.type_model.to_dict(),
     }
 
 
@@ -85,11 +87,13 @@ def model_from_record(
     record: dict[str, Any],
     state_dict: dict[str, torch.Tensor] | None = None,
     device: torch.device | str = "cpu",
+    type_state: dict[str, torch.Tensor] | None = None,
 ) -> TrainedModel:
     """Rebuild a :class:`TrainedModel` from :func:`model_record` and its weights.
 
     Without ``state_dict`` the network is not built (an ``nn.Identity`` stands
     in): the record alone describes the model, or another runtime supplies it.
+    ``type_state`` holds the cell-type network's weights, if the record has one.
 
     Raises
     ------
@@ -112,7 +116,16 @@ def model_from_record(
         size_model=(
             SizeModel.from_dict(record["size_model"]) if record.get("size_model") else None
         ),
+        type_model=(
+            TypeModel.from_dict(record["type_model"], type_state)
+            if record.get("type_model")
+            else None
+        ),
     )
+
+
+def _cpu_state(network: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in network.state_dict().items()}
 
 
 def save_checkpoint(model: TrainedModel, path: str | Path) -> Path:
@@ -133,8 +146,10 @@ def save_checkpoint(model: TrainedModel, path: str | Path) -> Path:
         **model_record(model),
         "world_size": int(model.metrics.get("world_size", 1)),
         "versions": _versions(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
+        "state_dict": _cpu_state(model.network),
     }
+    if model.type_model is not None:
+        payload["type_state_dict"] = _cpu_state(model.type_model.network)
     path = Path(path)
     try:
         atomic_write(path, lambda tmp: torch.save(payload, tmp))
@@ -187,7 +202,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Tra
             "napari-bloodcells."
         )
     try:
-        model = model_from_record(payload, payload["state_dict"], device)
+        model = model_from_record(
+            payload, payload["state_dict"], device, payload.get("type_state_dict")
+        )
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise CheckpointError(
             f"The model file {path} is incomplete or inconsistent ({type(exc).__name__}: "
@@ -213,6 +230,10 @@ def describe(model: TrainedModel) -> str:
     scores = best_dev_dice(model)
     if scores:
         text += f"; epoch {model.metrics.get('best_epoch')}, dev Dice {scores}"
+    if model.type_model is not None:
+        accuracy = model.type_model.metrics.get("dev_accuracy")
+        shown = f" (dev accuracy {accuracy:.2f})" if isinstance(accuracy, float) else ""
+        text += f"; types {len(model.type_model.types)} white-cell types{shown}"
     return text
 
 

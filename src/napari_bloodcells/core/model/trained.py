@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from napari_bloodcells.core.model.networks import ModelSpec
     from napari_bloodcells.core.model.preprocessing import Preprocessing
     from napari_bloodcells.core.model.size_model import SizeModel
+    from napari_bloodcells.core.model.type_model import TypeModel
 
 
 @dataclass
@@ -35,6 +36,9 @@ class TrainedModel:
     size_model : SizeModel or None
         Estimates the resize factor of new images
         (:mod:`~napari_bloodcells.core.inference.magnification`).
+    type_model : TypeModel or None
+        Types each white cell (:mod:`~napari_bloodcells.core.model.type_model`); ``None``
+        for a model trained without types.
     """
 
     network: nn.Module
@@ -44,3 +48,4 @@ class TrainedModel:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     size_model: SizeModel | None = None
+    type_model: TypeModel | None = None

@@ -1,0 +1,112 @@
+"""The cell-type model's value type: a small CNN that types one white cell from its crop.
+
+Its input is a cell's crop (:mod:`~napari_bloodcells.core.measure.cell_crops`): the RGB
+image around the cell plus the cell's own cytoplasm and nucleus masks, resized to a
+square of ``side`` pixels. The crop is sized to the cell, so the type does not depend on
+the microscope's magnification. Measured against a head on the segmentation encoder in
+``benchmarks/differential.py`` (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+INPUT_CHANNELS = 5
+"""Red, green, blue, the cell's cytoplasm, the cell's nucleus."""
+SIDE = 64
+"""Crop side in pixels."""
+MARGIN = 1.3
+"""Crop side as a multiple of the cell's larger bounding-box side: some surroundings."""
+WIDTH = 32
+
+
+def type_network(num_types: int, width: int = WIDTH) -> nn.Sequential:
+    """Four convolution blocks, global average pooling and a linear layer (~0.3 M weights)."""
+
+    def block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+        ]
+        return [*layers, nn.MaxPool2d(2)] if pool else layers
+
+    return nn.Sequential(
+        *block(INPUT_CHANNELS, width, True),
+        *block(width, 2 * width, True),
+        *block(2 * width, 4 * width, True),
+        *block(4 * width, 4 * width, False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(4 * width, num_types),
+    )
+
+
+@dataclass
+class TypeModel:
+    """A trained cell-type network and the types it tells apart.
+
+    Attributes
+    ----------
+    network : torch.nn.Module
+        :func:`type_network`, in evaluation mode.
+    types : tuple of str
+        The type of each output, in order.
+    side, margin : int, float
+        How crops are cut (:data:`SIDE`, :data:`MARGIN`).
+    metrics : dict
+        How it was trained and scored, as plain types.
+    """
+
+    network: nn.Module
+    types: tuple[str, ...]
+    side: int = SIDE
+    margin: float = MARGIN
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def probabilities(self, crops: np.ndarray, batch: int = 64) -> np.ndarray:
+        """``(N, len(types))`` probabilities of ``(N, 5, side, side)`` crops.
+
+        The four right-angle turns of each crop are averaged: a cell has no up.
+        """
+        network = self.network.eval()
+        out = np.zeros((len(crops), len(self.types)), np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(crops), batch):
+                x = torch.from_numpy(np.ascontiguousarray(crops[start : start + batch]))
+                p = sum(network(torch.rot90(x, k, (2, 3))).float().softmax(1) for k in range(4))
+                out[start : start + batch] = (p / 4).numpy()
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the weights, as plain types."""
+        return {
+            "types": list(self.types),
+            "side": self.side,
+            "margin": self.margin,
+            "width": WIDTH,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(
+        cls, record: dict[str, Any], state_dict: dict[str, torch.Tensor] | None
+    ) -> TypeModel:
+        """Inverse of :meth:`to_dict`; loads ``state_dict`` into a new network if given."""
+        types = tuple(str(t) for t in record["types"])
+        network = type_network(len(types), int(record.get("width", WIDTH)))
+        if state_dict is not None:
+            network.load_state_dict(state_dict)
+        return cls(
+            network.eval(),
+            types,
+            int(record.get("side", SIDE)),
+            float(record.get("margin", MARGIN)),
+            dict(record.get("metrics") or {}),
+        )
