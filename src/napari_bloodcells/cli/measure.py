@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from napari_bloodcells.cli.common import pixel_size
 from napari_bloodcells.core.events import Notice, run_to_end
-from napari_bloodcells.core.jobs import measure_files
+from napari_bloodcells.core.jobs import DEFAULT_THRESHOLD, measure_files
 
 if TYPE_CHECKING:
     import argparse
@@ -19,6 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("labels", type=Path, nargs="+", help="label images of classes 0/1/2")
     parser.add_argument("--out", type=Path, required=True, help="the CSV to write")
     parser.add_argument("--pixel-size", type=float, help="micrometres per pixel, for areas in µm²")
+    parser.add_argument("--model", type=Path, help="a model with cell types: adds each cell's type")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        help="the folder of the labels' images (same names): mean colours, types",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="cells whose type is less probable are marked to_verify",
+    )
 
 
 def _print_notice(event: object) -> None:
@@ -27,7 +39,13 @@ def _print_notice(event: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_to_end(
-        measure_files(args.labels, args.out, pixel_size=pixel_size(args.pixel_size)), _print_notice
+    job = measure_files(
+        args.labels,
+        args.out,
+        pixel_size=pixel_size(args.pixel_size),
+        model=args.model,
+        images=args.images,
+        threshold=args.threshold,
     )
+    run_to_end(job, _print_notice)
     return 0

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_bloodcells.core.base.cell_types import DEFAULT_THRESHOLD
 from napari_bloodcells.core.base.imaging import to_rgb_uint8
-from napari_bloodcells.core.data.dataset import read_mask
+from napari_bloodcells.core.data.dataset import IMAGE_SUFFIXES, read_image, read_mask
 from napari_bloodcells.core.events import (
     CellsMeasured,
     FilesMeasured,
@@ -16,6 +17,7 @@ from napari_bloodcells.core.events import (
     SegmentProgress,
     Stopped,
 )
+from napari_bloodcells.core.exchange.open_model import ModelSource, load_model
 from napari_bloodcells.core.measure.cells import (
     Measurements,
     check_class_labels,
@@ -23,10 +25,12 @@ from napari_bloodcells.core.measure.cells import (
     measure_cells,
     write_csv,
 )
-from napari_bloodcells.errors import DataError
+from napari_bloodcells.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Sequence
+
+    from napari_bloodcells.core.model.type_model import TypeModel
 
 
 def _write_measurements(tables: list[Measurements], path: Path) -> Generator[Notice, None, None]:
@@ -46,13 +50,17 @@ def measure_job(
     name: str = "",
     pixel_size: float | None = None,
     should_stop: Callable[[], bool] | None = None,
+    model: ModelSource | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> Generator[SegmentProgress | Notice | CellsMeasured | Stopped, None, CellsMeasured | None]:
     """Measure the cells of class labels (one image, or every slice of a stack).
 
     The cell ids of a stack run on from slice to slice, so that every cell has
-    one id; the table's ``image`` column names the slice.
+    one id; the table's ``image`` column names the slice. With a ``model`` that
+    has cell types (and the image) each cell is typed too.
     """
     should_stop = should_stop or (lambda: False)
+    type_model = None if model is None or image is None else load_model(model).type_model
     slices = list(labels) if stack else [labels]
     pictures = (list(image) if stack else [image]) if image is not None else [None] * len(slices)
     cells = np.zeros((len(slices), *np.asarray(slices[0]).shape), np.int32)
@@ -67,6 +75,8 @@ def measure_job(
             None if picture is None else to_rgb_uint8(np.asarray(picture)),
             name=label,
             pixel_size=pixel_size,
+            type_model=type_model if picture is not None else None,
+            threshold=threshold,
         )
         offset = int(cells.max())
         cells[index] = np.where(found > 0, found + offset, 0)
@@ -80,24 +90,94 @@ def measure_job(
     return result
 
 
+def type_model_of(source: ModelSource, name: str) -> TypeModel:
+    """The cell-type model of ``source``, or a one-sentence :class:`ConfigError`."""
+    model = load_model(source, "cpu")
+    if model.type_model is None:
+        raise ConfigError(
+            f"The model {name} has no cell types; train one on images with a types.csv "
+            "(napari-bloodcells train --data FOLDER), or leave --model out to measure without "
+            "types."
+        )
+    return model.type_model
+
+
+def image_beside(labels: Path, images: Path) -> Path:
+    """The image in the folder ``images`` with the stem of ``labels``, or a :class:`DataError`."""
+    found = sorted(p for p in images.glob(f"{labels.stem}.*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise DataError(
+            f"No image named {labels.stem} (PNG, JPEG, TIFF, BMP) is in {images}, so the cells "
+            f"of {labels} cannot be typed; give the folder that holds the segmented images."
+        )
+    return found[0]
+
+
+def measure_pairs(
+    pairs: Sequence[tuple[Path, Path | None]],
+    pixel_size: float | None,
+    type_model: TypeModel | None,
+    threshold: float,
+) -> Generator[SegmentProgress, None, list[Measurements]]:
+    """The tables of label files, each with its image (or ``None``), typed with ``type_model``."""
+    tables = []
+    for index, (path, image) in enumerate(pairs):
+        classes = check_class_labels(read_mask(path), f"The labels {path}")
+        picture = None if image is None else read_image(image)
+        if picture is not None and picture.shape[:2] != classes.shape:
+            raise DataError(
+                f"The labels {path} are {classes.shape[1]}x{classes.shape[0]} but their image "
+                f"{image} is {picture.shape[1]}x{picture.shape[0]}; give the image they were "
+                "made from."
+            )
+        table = measure_cells(
+            classes,
+            picture,
+            name=str(path),
+            pixel_size=pixel_size,
+            type_model=type_model,
+            threshold=threshold,
+        )[1]
+        tables.append(table)
+        yield SegmentProgress(index, len(pairs), 1, 1)
+    return tables
+
+
 def measure_files(
-    labels: Sequence[Path], out: Path, *, pixel_size: float | None = None
+    labels: Sequence[Path],
+    out: Path,
+    *,
+    pixel_size: float | None = None,
+    model: ModelSource | None = None,
+    images: Path | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> Generator[Notice | SegmentProgress | FilesMeasured, None, Measurements]:
     """Measure the cells of class-label image files (0/1/2) into one CSV at ``out``.
+
+    With a ``model`` that has cell types, each cell is typed too; its image is the
+    file of the same name in the folder ``images`` (mean colours come from it too).
 
     Raises
     ------
     DataError
-        A missing file, or labels that are not single-channel classes 0, 1 and 2.
+        A missing file, an image not found, or labels that are not single-channel
+        classes 0, 1 and 2.
+    ConfigError
+        A model without cell types, or typing without the images' folder.
     """
     missing = [str(p) for p in labels if not Path(p).is_file()]
     if missing:
         raise DataError(f"No such label file: {', '.join(missing[:3])}; check the paths.")
-    tables = []
-    for index, path in enumerate(labels):
-        classes = check_class_labels(read_mask(Path(path)), f"The labels {path}")
-        tables.append(measure_cells(classes, name=str(path), pixel_size=pixel_size)[1])
-        yield SegmentProgress(index, len(labels), 1, 1)
+    type_model = None if model is None else type_model_of(model, str(model))
+    if type_model is not None and images is None:
+        raise ConfigError(
+            "Typing cells needs the images the labels were segmented from; give their folder "
+            "with --images."
+        )
+    if images is not None and not images.is_dir():
+        raise DataError(f"The images folder {images} does not exist; check the path.")
+    pairs = [(Path(p), None if images is None else image_beside(Path(p), images)) for p in labels]
+    tables = yield from measure_pairs(pairs, pixel_size, type_model, threshold)
     yield from _write_measurements(tables, out)
     table = concatenate(tables)
     yield FilesMeasured(table)

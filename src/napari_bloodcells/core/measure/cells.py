@@ -18,10 +18,14 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import measure, morphology, segmentation
 
+from napari_bloodcells.core.base.cell_types import DEFAULT_THRESHOLD
+from napari_bloodcells.core.measure.cell_typing import type_columns
 from napari_bloodcells.errors import DataError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from napari_bloodcells.core.model.type_model import TypeModel
 
 CYTOPLASM, NUCLEUS = 1, 2
 COLUMNS = (
@@ -130,6 +134,8 @@ def measure_cells(
     name: str = "",
     pixel_size: float | None = None,
     cells: np.ndarray | None = None,
+    type_model: TypeModel | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> tuple[np.ndarray, Measurements]:
     """Split class labels into cells and measure each one.
 
@@ -145,6 +151,11 @@ def measure_cells(
         Micrometres per pixel; adds areas in µm².
     cells : ndarray, optional
         Instances from :func:`cells_from_classes`, if already computed.
+    type_model : TypeModel, optional
+        Adds each cell's type (:func:`~napari_bloodcells.core.measure.cell_typing.type_columns`);
+        needs ``image``.
+    threshold : float
+        Type probability below which a cell is marked ``to_verify``.
 
     Returns
     -------
@@ -166,6 +177,14 @@ def measure_cells(
     if pixel_size is not None:  # the µm² columns right after the pixel areas
         order = [*COLUMNS[:5], "area_um2", "nucleus_area_um2", "cytoplasm_area_um2", *COLUMNS[5:]]
         columns = {c: columns[c] for c in order}
+    if type_model is not None:
+        if image is None:
+            raise DataError(
+                f"Typing the cells of {name or 'the labels'} needs the image they were "
+                "segmented from; give the image too."
+            )
+        ids = [int(c) for c in columns["cell"]]
+        columns.update(type_columns(type_model, image, labels, cells, ids, threshold))
     return cells, Measurements(columns)
 
 
