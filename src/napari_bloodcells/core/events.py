@@ -167,6 +167,9 @@ class TrainingResult:
     outcome : str
         A fine-tune's outcome in one sentence, with the corrections' Dice before
         and after and the change on the model's own data (also in ``reason``).
+    types_changed : bool
+        The cell types were learned or fine-tuned (even when ``kept_start``: the
+        starting segmentation with new types is then a new model).
     """
 
     model: TrainedModel
@@ -177,6 +180,7 @@ class TrainingResult:
     saved_to: Path | None = None
     kept_start: bool = False
     outcome: str = ""
+    types_changed: bool = False
 
 
 @dataclass(frozen=True)
@@ -379,6 +383,13 @@ class Stopped(JobEnded):
 @dataclass(frozen=True)
 class FilesMeasured(JobEnded):
     """The last message of measuring label files: the table written (a ``Measurements``)."""
+
+    result: Any
+
+
+@dataclass(frozen=True)
+class DifferentialCounted(JobEnded):
+    """The last message of a differential: one ``DifferentialRow`` per image, then the total."""
 
     result: Any
 

@@ -15,6 +15,7 @@ from napari_bloodcells.core.training.finetune import (
     selection_score,
 )
 from napari_bloodcells.core.training.size_fit import fit_size_model
+from napari_bloodcells.core.training.type_stage import fit_run_types
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -82,6 +83,9 @@ def finish_run(
         progress.reason = f"{progress.reason} {outcome}"
     offsets = _fit_extras(run, keeper, progress)
     model = run.model
+    start_types = model.type_model
+    if not progress.stopped and (keeper.epoch or kept_start):
+        model.type_model = yield from fit_run_types(run)
     model.metrics = {
         "best_epoch": keeper.epoch,
         "best_dev_score": keeper.score,
@@ -102,4 +106,5 @@ def finish_run(
         keeper.path if keeper.saved else None,
         kept_start,
         outcome,
+        types_changed=model.type_model is not start_types,
     )

@@ -248,7 +248,12 @@ def _new_model(config: TrainConfig, init: TrainedModel | None, classes: ClassInf
     if init is not None:
         network = copy.deepcopy(init.network).cpu()
         return TrainedModel(
-            network, init.spec, classes, init.preprocessing, size_model=init.size_model
+            network,
+            init.spec,
+            classes,
+            init.preprocessing,
+            size_model=init.size_model,
+            type_model=copy.deepcopy(init.type_model),
         )
     spec = config.spec(classes.num_classes)
     return TrainedModel(

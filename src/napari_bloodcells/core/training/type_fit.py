@@ -1,0 +1,269 @@
+"""Training the cell-type model on the typed white cells of the training pairs.
+
+An image with a type (``types.csv``) gives one example: its largest cell, cut from
+the true labels. Types with fewer than :data:`MIN_EXAMPLES` examples are not
+learned (one basophil teaches nothing); their cells are counted in the metrics.
+The recipe (flips, right-angle turns, colour jitter, square-root class weights,
+label smoothing, one-cycle AdamW) was chosen in ``benchmarks/differential.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_bloodcells.core.base.cell_types import CORRECTION_VALUES
+from napari_bloodcells.core.base.classes import UNLABELLED
+from napari_bloodcells.core.measure.cell_crops import cell_crops
+from napari_bloodcells.core.measure.cells import cells_from_classes
+from napari_bloodcells.core.model.type_model import MARGIN, SIDE, TypeModel, type_network
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from napari_bloodcells.core.data.dataset import SegmentationData
+
+MIN_EXAMPLES = 3
+EPOCHS = 30
+FINETUNE_EPOCHS = 12
+FINETUNE_DRAWS = 128
+BATCH = 32
+LR = 3e-3
+
+
+@dataclass(frozen=True)
+class TypedCells:
+    """Crops of typed white cells and their types."""
+
+    crops: np.ndarray
+    types: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def subset(self, indices: Sequence[int]) -> TypedCells:
+        """The cells at ``indices``."""
+        return TypedCells(self.crops[list(indices)], tuple(self.types[i] for i in indices))
+
+
+def typed_cells(data: SegmentationData, side: int = SIDE, margin: float = MARGIN) -> TypedCells:
+    """The largest cell of each typed image of ``data``, as a crop."""
+    crops, kinds = [], []
+    for index, (image, mask) in enumerate(zip(data.images, data.masks, strict=True)):
+        kind = data.type_of(index)
+        if kind is None:
+            continue
+        classes = np.where(mask == UNLABELLED, 0, mask)
+        cells = cells_from_classes(classes)
+        if not cells.any():
+            continue
+        largest = int(np.bincount(cells.ravel())[1:].argmax()) + 1
+        crop, _ = cell_crops(image, classes, cells, side=side, margin=margin, ids=[largest])
+        crops.append(crop[0])
+        kinds.append(kind)
+    shape = (len(crops), 5, side, side)
+    return TypedCells(np.stack(crops) if crops else np.zeros(shape, np.float32), tuple(kinds))
+
+
+def type_order(kind: str) -> tuple[int, str]:
+    """Sort key: the order of the gallery's keys, unknown names last."""
+    known = CORRECTION_VALUES.index(kind) if kind in CORRECTION_VALUES else len(CORRECTION_VALUES)
+    return (known, kind)
+
+
+def learnable_types(cells: TypedCells, already: Sequence[str] = ()) -> tuple[str, ...]:
+    """``already`` plus every type with at least :data:`MIN_EXAMPLES` examples, in order."""
+    counts = {kind: cells.types.count(kind) for kind in set(cells.types)}
+    frequent = sorted(
+        (k for k, n in counts.items() if n >= MIN_EXAMPLES and k not in already), key=type_order
+    )
+    return (*already, *frequent)
+
+
+def accuracy(model: TypeModel, cells: TypedCells) -> float | None:
+    """The share of ``cells`` (of types the model knows) typed right; ``None`` if none."""
+    known = [i for i, kind in enumerate(cells.types) if kind in model.types]
+    if not known:
+        return None
+    predicted = model.probabilities(cells.crops[known]).argmax(1)
+    truth = np.array([model.types.index(cells.types[i]) for i in known])
+    return float((predicted == truth).mean())
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    if torch.rand(1, generator=generator) < 0.5:
+        x = x.flip(3)
+    turns = int(torch.randint(0, 4, (1,), generator=generator))
+    x = torch.rot90(x, turns, (2, 3)).clone()
+    gain = 1 + 0.1 * torch.randn(x.shape[0], 3, 1, 1, generator=generator)
+    shift = 0.05 * torch.randn(x.shape[0], 3, 1, 1, generator=generator)
+    x[:, :3] = (x[:, :3] * gain + shift).clamp(0, 1)
+    return x
+
+
+def widened(model: TypeModel, types: tuple[str, ...], cells: TypedCells) -> TypeModel:
+    """A copy of ``model`` that outputs ``types`` (its own first).
+
+    Each new type's output is imprinted: its weights point along the mean features
+    of its examples in ``cells``, as long as the existing outputs' weights, so that
+    two or three examples already make it a contender.
+    """
+    network = copy.deepcopy(model.network)
+    if types != model.types:
+        assert isinstance(network, torch.nn.Sequential)
+        old = network[-1]
+        assert isinstance(old, torch.nn.Linear)
+        new = torch.nn.Linear(old.in_features, len(types))
+        body = network[:-1].eval()
+        with torch.no_grad():
+            new.weight[: len(model.types)] = old.weight
+            new.bias[: len(model.types)] = old.bias
+            length = old.weight.norm(dim=1).mean()
+            for index, kind in enumerate(types[len(model.types) :], start=len(model.types)):
+                chosen = [i for i, k in enumerate(cells.types) if k == kind]
+                features = body(torch.from_numpy(cells.crops[chosen])).mean(0)
+                new.weight[index] = features / features.norm().clamp(min=1e-6) * length
+                new.bias[index] = old.bias.mean()
+        network[-1] = new
+    return TypeModel(network, types, model.side, model.margin, dict(model.metrics))
+
+
+def fit_types(
+    cells: TypedCells,
+    types: tuple[str, ...],
+    *,
+    start: TypeModel | None = None,
+    weights: np.ndarray | None = None,
+    epochs: int = EPOCHS,
+    lr: float = LR,
+    seed: int = 0,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> TypeModel | None:
+    """Train a type model on ``cells`` (those of ``types``), or continue ``start``.
+
+    ``weights`` makes some cells drawn more often (a fine-tune's corrections).
+    Returns ``None`` when stopped.
+    """
+    chosen = [i for i, kind in enumerate(cells.types) if kind in types]
+    x = torch.from_numpy(cells.crops[chosen])
+    y = torch.tensor([types.index(cells.types[i]) for i in chosen])
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = (
+        widened(start, types, cells)
+        if start is not None
+        else TypeModel(type_network(len(types)), types, int(cells.crops.shape[-1]), MARGIN)
+    )
+    network = model.network
+    counts = np.bincount(y.numpy(), minlength=len(types)).clip(min=1)
+    class_weight = torch.tensor((counts.sum() / (len(types) * counts)) ** 0.5, dtype=torch.float32)
+    draw = None if weights is None else torch.tensor(np.asarray(weights)[chosen], dtype=torch.float)
+    # A fine-tune draws at least FINETUNE_DRAWS cells per epoch: two corrections alone
+    # would otherwise be one step per epoch.
+    draws = len(y) if draw is None else max(len(y), FINETUNE_DRAWS)
+    per_epoch = -(-draws // BATCH)
+    optimiser = torch.optim.AdamW(network.parameters(), lr, weight_decay=1e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=epochs * per_epoch)
+    network.train()
+    if start is not None:
+        # A few corrections give batch statistics of a few cells: keep the start's.
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+    for _ in range(epochs):
+        if should_stop():
+            return None
+        order = (
+            torch.randperm(len(y), generator=generator)
+            if draw is None
+            else torch.multinomial(draw, draws, replacement=True, generator=generator)
+        )
+        for begin in range(0, len(order), BATCH):
+            batch = order[begin : begin + BATCH]
+            logits = network(_augment(x[batch], generator))
+            loss = F.cross_entropy(logits, y[batch], weight=class_weight, label_smoothing=0.05)
+            optimiser.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimiser.step()
+            schedule.step()
+    network.eval()
+    return model
+
+
+def share_text(value: float | None) -> str:
+    """An accuracy as the sentences show it."""
+    return "–" if value is None else f"{value:.2f}"
+
+
+@dataclass(frozen=True)
+class TypeFineTune:
+    """What a type fine-tune kept, and the sentence that says why."""
+
+    kept: TypeModel | None
+    tuned: TypeModel
+    before: float | None
+    after: float | None
+    sentence: str
+
+
+def finetune_types(
+    start: TypeModel | None,
+    fixes: TypedCells,
+    replayed: TypedCells,
+    *,
+    held: TypedCells | None,
+    reference: TypedCells | None,
+    share: float,
+    seed: int = 0,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> TypeFineTune | None:
+    """Continue ``start`` on the user's corrected cells ``fixes`` plus ``replayed`` cells.
+
+    The corrections are drawn with probability ``share`` (all of it without replay).
+    The result is kept only if it types the ``held``-out corrections (or, with none
+    held out, the corrections themselves) better than ``start``; ``reference`` cells
+    (the model's own dev cells) measure what it forgot. ``None`` when stopped.
+    """
+    new = sorted(set(fixes.types) - set(start.types if start else ()), key=type_order)
+    types = (*(start.types if start else ()), *new)
+    cells = TypedCells(np.concatenate([fixes.crops, replayed.crops]), fixes.types + replayed.types)
+    share = share if len(replayed) else 1.0
+    weights = np.r_[
+        np.full(len(fixes), share / len(fixes)),
+        np.full(len(replayed), (1 - share) / max(1, len(replayed))),
+    ]
+    tuned = fit_types(
+        cells,
+        types,
+        start=start,
+        weights=weights,
+        epochs=FINETUNE_EPOCHS if start is not None else EPOCHS,
+        lr=LR / 3 if start is not None else LR,
+        seed=seed,
+        should_stop=should_stop,
+    )
+    if tuned is None:
+        return None
+    judge = held if held is not None and len(held) else fixes
+    before = accuracy(start, judge) if start is not None else None
+    after = accuracy(tuned, judge)
+    kept = tuned if start is None or (after or 0.0) > (before or 0.0) else start
+    forgetting = ""
+    if reference is not None and len(reference) and start is not None:
+        forgetting = (
+            f"; the model's own cells: {share_text(accuracy(start, reference))} → "
+            f"{share_text(accuracy(tuned, reference))}"
+        )
+    chosen = "held-out corrections" if judge is held else "corrections it trained on"
+    verdict = "kept the fine-tuned types" if kept is tuned else "kept the starting types"
+    tuned.metrics = {**tuned.metrics, "finetune_accuracy": [before, after]}
+    sentence = (
+        f"Cell types on your {chosen}: accuracy {share_text(before)} → {share_text(after)}"
+        f"{forgetting}; {verdict}."
+    )
+    return TypeFineTune(kept, tuned, before, after, sentence)

@@ -1,0 +1,90 @@
+"""The cell-type stage that ends a training run whose pairs have types.
+
+A new model learns the types of its training split and is scored on its dev split.
+A fine-tune continues the starting model's types on the corrections (drawn as often
+as in the segmentation's batches) plus the replayed cells, and keeps the result only
+if the held-out corrections are typed better; the replay's dev cells measure what it
+forgot. Both numbers are said, as for the segmentation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from napari_bloodcells.core.events import Notice
+from napari_bloodcells.core.training.type_fit import (
+    MIN_EXAMPLES,
+    accuracy,
+    finetune_types,
+    fit_types,
+    learnable_types,
+    share_text,
+    typed_cells,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from napari_bloodcells.core.model.type_model import TypeModel
+    from napari_bloodcells.core.training.finetune import FineTunePlan
+    from napari_bloodcells.core.training.run import Run
+
+
+def fit_run_types(run: Run) -> Generator[Notice, None, TypeModel | None]:
+    """The type model the run's model carries: new, fine-tuned, or the one it started with."""
+    if run.plan is not None:
+        return (yield from _finetune_types(run, run.plan))
+    train = typed_cells(run.schedule.train_data)
+    if not len(train):
+        return None
+    types = learnable_types(train)
+    if len(types) < 2:
+        yield Notice(
+            f"Cell types were not learned: fewer than two types have {MIN_EXAMPLES} or more "
+            "typed images; type more images in types.csv."
+        )
+        return None
+    yield Notice(f"Learning the white-cell types from {len(train)} cells…")
+    started = time.perf_counter()
+    model = fit_types(train, types, seed=run.config.seed, should_stop=run.stop_asked)
+    if model is None:
+        return None
+    dev = typed_cells(run.schedule.dev_data)
+    dev_accuracy = accuracy(model, dev)
+    rare = sorted(set(train.types) - set(types))
+    model.metrics = {
+        "train_cells": len(train),
+        "dev_cells": len(dev),
+        "dev_accuracy": dev_accuracy,
+        "seconds": round(time.perf_counter() - started, 1),
+        "too_few_to_learn": {kind: train.types.count(kind) for kind in rare},
+    }
+    left_out = f"; too few to learn: {', '.join(rare)}" if rare else ""
+    yield Notice(
+        f"Learned {len(types)} white-cell types ({', '.join(types)}) from {len(train)} cells: "
+        f"dev accuracy {share_text(dev_accuracy)} on {len(dev)} cells{left_out}."
+    )
+    return model
+
+
+def _finetune_types(run: Run, plan: FineTunePlan) -> Generator[Notice, None, TypeModel | None]:
+    start = run.model.type_model
+    fixes = typed_cells(plan.pool.subset(range(plan.corrections)))
+    if not len(fixes):
+        return start
+    yield Notice(f"Fine-tuning the white-cell types on {len(fixes)} corrected cell(s)…")
+    tuned = finetune_types(
+        start,
+        fixes,
+        typed_cells(plan.pool.subset(range(plan.corrections, len(plan.pool)))),
+        held=typed_cells(plan.dev) if plan.dev_held_out else None,
+        reference=typed_cells(plan.reference) if plan.reference is not None else None,
+        share=plan.share,
+        seed=run.config.seed,
+        should_stop=run.stop_asked,
+    )
+    if tuned is None:
+        return start
+    yield Notice(tuned.sentence)
+    return tuned.kept
