@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from napari_bloodcells import __version__
 from napari_bloodcells.cli import (
+    differential,
     evaluate,
     export,
     fetch,
@@ -45,6 +46,7 @@ COMMANDS = {
     "segment": segment,
     "suggest": suggest,
     "measure": measure,
+    "differential": differential,
     "export": export,
 }
 """Each command's module: ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""

@@ -13,6 +13,7 @@ them (where the cache is, which device "auto" means, what a checkpoint holds), s
 that a front end never reaches into the engines.
 """
 
+from napari_bloodcells.core.base.cell_types import DEFAULT_THRESHOLD
 from napari_bloodcells.core.base.device import resolve_device
 from napari_bloodcells.core.data.bloodcell_dataset import bloodcell_folder
 from napari_bloodcells.core.data.dataset import read_image
@@ -25,6 +26,7 @@ from napari_bloodcells.core.data.project import (
     next_uncorrected,
 )
 from napari_bloodcells.core.exchange.open_model import ModelSource, load_model
+from napari_bloodcells.core.jobs.differential import differential_job
 from napari_bloodcells.core.jobs.evaluation import SPLITS, evaluation_job
 from napari_bloodcells.core.jobs.export import export_model
 from napari_bloodcells.core.jobs.inputs import expand_inputs, output_paths
@@ -46,7 +48,14 @@ from napari_bloodcells.core.jobs.segmentation import (
 from napari_bloodcells.core.jobs.training import training_job
 from napari_bloodcells.core.large.cluster import close as close_cluster
 from napari_bloodcells.core.large.cluster import connect as connect_cluster
+from napari_bloodcells.core.measure.cell_crops import cell_pair
 from napari_bloodcells.core.measure.cells import write_csv
+from napari_bloodcells.core.measure.differential import (
+    DifferentialRow,
+    counted_cells,
+    differential,
+    write_differential,
+)
 from napari_bloodcells.core.model.checkpoint import best_dev_dice, describe_file, save_checkpoint
 from napari_bloodcells.core.model.networks import architectures, encoders_for
 from napari_bloodcells.core.training.ddp import from_environment
@@ -54,7 +63,9 @@ from napari_bloodcells.core.training.finetune import better_current
 from napari_bloodcells.core.training.report import plot_curves, write_history_json
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
     "SPLITS",
+    "DifferentialRow",
     "ModelSource",
     "Project",
     "QueueEntry",
@@ -66,9 +77,13 @@ __all__ = [
     "blocks_job",
     "bloodcell_folder",
     "cache_dir",
+    "cell_pair",
     "close_cluster",
     "connect_cluster",
+    "counted_cells",
     "describe_file",
+    "differential",
+    "differential_job",
     "encoders_for",
     "evaluation_job",
     "expand_inputs",
@@ -93,6 +108,7 @@ __all__ = [
     "suggest_job",
     "training_job",
     "write_csv",
+    "write_differential",
     "write_history_json",
     "write_labels",
     "write_ranking",

@@ -291,9 +291,14 @@ def _segment_each(
                 break
             labels, pixels = done
             if tables is not None and labels is not None:
-                tables.append(
-                    measure_cells(labels, pixels, name=str(path), pixel_size=pixel_size)[1]
+                found = measure_cells(
+                    labels,
+                    pixels,
+                    name=str(path),
+                    pixel_size=pixel_size,
+                    type_model=plan.model.type_model,
                 )
+                tables.append(found[1])
         elif not (yield from plan.large_file(path, target, should_stop)):
             break
         if plan.client is None:

@@ -1,0 +1,203 @@
+"""Cell types: reading them, cutting cells, training, fine-tuning, measuring and counting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_bloodcells.core.base.cell_types import CELL_TYPES, parse_type
+from napari_bloodcells.core.data.dataset import SegmentationData, load_folder
+from napari_bloodcells.core.data.type_table import read_type_table
+from napari_bloodcells.core.measure.cell_crops import cell_crops
+from napari_bloodcells.core.measure.cells import Measurements, measure_cells
+from napari_bloodcells.core.measure.differential import differential
+from napari_bloodcells.core.training.type_fit import (
+    TypedCells,
+    accuracy,
+    finetune_types,
+    fit_types,
+    typed_cells,
+)
+from napari_bloodcells.errors import DataError
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Neutrophil", "neutrophil"),
+        ("3", "monocyte"),
+        (" lymphocytes ", "lymphocyte"),
+        ("5", "basophil"),
+        ("not a white cell", "not a white cell"),
+    ],
+)
+def test_types_are_read_by_name_plural_or_dataset_1_number(value, expected):
+    assert parse_type(value, "x") == expected
+
+
+@pytest.mark.parametrize("value", ["blast", "6", "0", ""])
+def test_an_unknown_type_is_one_sentence_naming_the_accepted_ones(value):
+    with pytest.raises(DataError) as info:
+        parse_type(value, "The type table t.csv, row 3,")
+    message = str(info.value)
+    assert "row 3" in message and "neutrophil" in message and "\n" not in message
+
+
+def test_types_csv_and_dataset_1_csv_are_read(tmp_path):
+    ours = tmp_path / "types.csv"
+    ours.write_text("image,type\nall/007.png,Eosinophil\nb.tif,2\nc.png,\n")
+    assert read_type_table(ours) == {"7": "eosinophil", "b": "lymphocyte"}
+    theirs = tmp_path / "labels.csv"
+    theirs.write_text("image ID,class label\n1,1\n2,4\n")
+    assert read_type_table(theirs) == {"1": "neutrophil", "2": "eosinophil"}
+    odd = tmp_path / "odd.csv"
+    odd.write_text("file,kind\na,1\n")
+    with pytest.raises(DataError, match="needs the columns image"):
+        read_type_table(odd)
+
+
+def test_a_folder_with_types_csv_has_types_that_follow_subsets_and_sums(
+    tmp_path, few_cells, make_folder
+):
+    root = make_folder(few_cells.subset(range(4)), tmp_path / "data")
+    names = [n.rsplit("/", 1)[-1] for n in few_cells.names[:3]]
+    (root / "types.csv").write_text(
+        "image,type\n" + "".join(f"{n}.png,{k}\n" for n, k in zip(names, (1, 2, 3), strict=True))
+    )
+    data = load_folder(root)
+    assert data.types == ["neutrophil", "lymphocyte", "monocyte", None]
+    assert data.subset([2, 0]).types == ["monocyte", "neutrophil"]
+    untyped = SegmentationData([data.images[0]], [data.masks[0]], ["x"])
+    assert (untyped + data.subset([1])).types == [None, "lymphocyte"]
+    assert data.rescaled(0.5).types == data.types
+    assert not untyped.has_types
+
+
+def test_the_dataset_1_folder_has_the_upstream_types(typed_bloodcells):
+    assert len(typed_bloodcells.types) == 300
+    counts = {k: typed_bloodcells.types.count(k) for k in CELL_TYPES}
+    assert counts == {
+        "neutrophil": 176,
+        "lymphocyte": 53,
+        "monocyte": 48,
+        "eosinophil": 22,
+        "basophil": 1,
+    }
+
+
+def _disc_image(size: int, radius: float, colour) -> tuple[np.ndarray, np.ndarray]:
+    """One cell: a disc of cytoplasm with a nucleus of half its radius, on white."""
+    yy, xx = np.mgrid[:size, :size]
+    distance = np.hypot(yy - size / 2, xx - size / 2)
+    labels = np.where(distance < radius, 1, 0) + (distance < radius / 2)
+    image = np.full((size, size, 3), 240, np.uint8)
+    image[labels == 1] = (230, 180, 200)
+    image[labels == 2] = colour
+    return image, labels.astype(np.uint8)
+
+
+def test_a_crop_is_sized_to_the_cell_so_magnification_does_not_change_it():
+    small_image, small = _disc_image(60, 12, (90, 30, 120))
+    large_image, large = _disc_image(120, 24, (90, 30, 120))
+    crop_small, ids = cell_crops(small_image, small, (small > 0).astype(int), side=32, margin=1.3)
+    crop_large, _ = cell_crops(large_image, large, (large > 0).astype(int), side=32, margin=1.3)
+    assert ids == [1] and crop_small.shape == (1, 5, 32, 32)
+    assert np.abs(crop_small[0, 3:] - crop_large[0, 3:]).mean() < 0.05  # the same masks
+    assert np.abs(crop_small - crop_large).mean() < 0.05
+
+
+def test_a_crop_holds_only_its_own_cell_in_the_masks():
+    image, labels = _disc_image(80, 12, (90, 30, 120))
+    labels[:, 60:] = 0
+    labels[30:50, 62:78] = 1  # a neighbour inside the crop window of a wide margin
+    cells = np.where(labels > 0, 1, 0)
+    cells[:, 60:] *= 2
+    crops, ids = cell_crops(image, labels, cells, side=32, margin=3.0, ids=[1])
+    assert ids == [1]
+    neighbour = cell_crops(image, labels, cells, side=32, margin=3.0, ids=[2])[0]
+    assert crops[0, 3].sum() > 0 and neighbour[0, 3].sum() > 0
+    assert (crops[0, 3] * neighbour[0, 3]).sum() == 0 or crops[0, 3].sum() != neighbour[0, 3].sum()
+
+
+def _cells_of(colours: dict[str, tuple[int, int, int]], each: int, seed: int) -> TypedCells:
+    """Synthetic typed cells whose nucleus colour (with noise) gives the type."""
+    rng = np.random.default_rng(seed)
+    images, masks, types = [], [], []
+    for kind, colour in colours.items():
+        for _ in range(each):
+            noisy = tuple(int(np.clip(c + rng.integers(-15, 16), 0, 255)) for c in colour)
+            image, labels = _disc_image(48, float(rng.uniform(10, 16)), noisy)
+            images.append(image)
+            masks.append(labels)
+            types.append(kind)
+    return typed_cells(SegmentationData(images, masks, types=types), side=32)
+
+
+COLOURS = {"neutrophil": (150, 40, 160), "lymphocyte": (40, 40, 200)}
+
+
+def test_the_type_model_learns_types_and_types_measured_cells(few_cells):
+    cells = _cells_of(COLOURS, 8, 0)
+    model = fit_types(cells, tuple(COLOURS), epochs=20)
+    assert accuracy(model, _cells_of(COLOURS, 4, 1)) == 1.0
+    image, labels = _disc_image(48, 14, COLOURS["lymphocyte"])
+    _, table = measure_cells(labels, image, type_model=model, threshold=0.55)
+    assert table.columns["type"] == ["lymphocyte"]
+    assert table.columns["p_lymphocyte"][0] > 0.5 and table.columns["to_verify"] == [False]
+    with pytest.raises(DataError, match="needs the image"):
+        measure_cells(labels, type_model=model)
+
+
+def test_a_type_fine_tune_learns_what_was_reclassified_and_keeps_the_start_when_it_gains_nothing():
+    model = fit_types(_cells_of(COLOURS, 8, 0), tuple(COLOURS), epochs=20)
+    # Another microscope: its neutrophils look like the first one's lymphocytes, and a
+    # new type appears.
+    theirs = {"neutrophil": (40, 40, 200), "lymphocyte": (200, 200, 40), "monocyte": (40, 160, 40)}
+    fixes, held = _cells_of(theirs, 3, 2), _cells_of(theirs, 3, 3)
+    assert (accuracy(model, held) or 0) < 0.7
+    result = finetune_types(
+        model,
+        fixes,
+        _cells_of(COLOURS, 4, 4),
+        held=held,
+        reference=_cells_of(COLOURS, 2, 5),
+        share=0.5,
+    )
+    assert result.kept is result.tuned and result.kept.types == (
+        "neutrophil",
+        "lymphocyte",
+        "monocyte",
+    )
+    assert result.after > result.before
+    assert "held-out corrections" in result.sentence and "own cells" in result.sentence
+    # Corrections the model already gets right teach nothing: the start is kept.
+    again = finetune_types(
+        model,
+        _cells_of(COLOURS, 3, 6),
+        _cells_of(COLOURS, 2, 7),
+        held=None,
+        reference=None,
+        share=0.5,
+    )
+    assert again.kept is model and "kept the starting types" in again.sentence
+
+
+def test_the_differential_counts_types_leaves_fragments_out_and_lets_corrections_win():
+    table = Measurements(
+        {
+            "image": ["a", "a", "a", "b", "b"],
+            "cell": [1, 2, 3, 1, 2],
+            "area": [400, 420, 20, 380, 410],
+            "nucleus_area": [100, 90, 5, 80, 0],
+            "type": ["neutrophil", "neutrophil", "neutrophil", "monocyte", "lymphocyte"],
+            "to_verify": [False, True, False, True, False],
+            "corrected_type": ["", "eosinophil", "", "", ""],
+        }
+    )
+    rows = differential(table)
+    assert [r.image for r in rows] == ["a", "b", "total"]
+    a, b, total = rows
+    assert a.counts["neutrophil"] == 1 and a.counts["eosinophil"] == 1 and a.cells == 2
+    assert a.to_verify == 0  # the one to verify was reclassified
+    assert b.cells == 1 and b.to_verify == 1  # the cell without nucleus is no white cell
+    assert total.cells == 3 and total.percent("monocyte") == pytest.approx(100 / 3)

@@ -1,0 +1,164 @@
+"""Types through the command line: train learns them, measure and differential use them."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bad_inputs import untrained_model
+from napari_bloodcells import cli
+from napari_bloodcells.core.base.cell_types import CELL_TYPES
+from napari_bloodcells.core.model.checkpoint import load_checkpoint, save_checkpoint
+from napari_bloodcells.core.model.type_model import TypeModel, type_network
+from test_cli_bad_input import assert_one_line_error
+
+def main(argv) -> int:
+    return cli.main([str(a) for a in argv])
+
+
+TINY = ["--preset", "seed", "--epochs", "1", "--batch-size", "2", "--device", "cpu"]
+
+
+def _typed_folder(data, root, make_folder):
+    make_folder(data, root)
+    rows = [
+        f"{n.rsplit('/', 1)[-1]}.png,{k}\n" for n, k in zip(data.names, data.types, strict=True)
+    ]
+    (root / "types.csv").write_text("image,type\n" + "".join(rows))
+    return root
+
+
+@pytest.fixture
+def typed_model(tmp_path):
+    torch.manual_seed(0)
+    model = untrained_model(native=True)
+    model.type_model = TypeModel(type_network(4).eval(), CELL_TYPES[:4], side=32)
+    return save_checkpoint(model, tmp_path / "typed.pt")
+
+
+@pytest.fixture
+def labelled(tmp_path, bloodcells):
+    """Three Dataset 1 images and their true labels, in two folders."""
+    for sub in ("images", "labels"):
+        (tmp_path / sub).mkdir()
+    for index in range(3):
+        Image.fromarray(bloodcells.images[index]).save(tmp_path / "images" / f"{index}.png")
+        Image.fromarray(bloodcells.masks[index]).save(tmp_path / "labels" / f"{index}.png")
+    return tmp_path
+
+
+def test_the_type_model_is_kept_in_the_checkpoint(typed_model):
+    model = load_checkpoint(typed_model)
+    crops = np.random.default_rng(0).random((3, 5, 32, 32), dtype=np.float32)
+    again = load_checkpoint(typed_model)
+    assert model.type_model is not None and model.type_model.types == CELL_TYPES[:4]
+    np.testing.assert_allclose(
+        model.type_model.probabilities(crops), again.type_model.probabilities(crops)
+    )
+    untyped = save_checkpoint(untrained_model(), typed_model.with_name("plain.pt"))
+    assert load_checkpoint(untyped).type_model is None
+
+
+def test_train_learns_types_from_types_csv_and_a_fine_tune_continues_them(
+    tmp_path, typed_bloodcells, make_folder, capsys
+):
+    bloodcells = typed_bloodcells
+    # Twelve images with three or more of each of two types: enough to learn them.
+    picked = [i for i, k in enumerate(bloodcells.types) if k == "neutrophil"][:6]
+    picked += [i for i, k in enumerate(bloodcells.types) if k == "lymphocyte"][:6]
+    folder = _typed_folder(bloodcells.subset(picked), tmp_path / "data", make_folder)
+    out = tmp_path / "m.pt"
+    assert cli.main(["train", "--data", str(folder), *TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr().err
+    assert "Learned 2 white-cell types (neutrophil, lymphocyte)" in printed
+    model = load_checkpoint(out)
+    assert model.type_model.types == ("neutrophil", "lymphocyte")
+    assert model.type_model.metrics["train_cells"] >= 8
+    # Corrections that call two cells monocytes: the fine-tune adds the type.
+    fixes = bloodcells.subset([i for i, k in enumerate(bloodcells.types) if k == "monocyte"][:2])
+    corrections = _typed_folder(fixes, tmp_path / "fixes", make_folder)
+    tuned = tmp_path / "tuned.pt"
+    argv = ["train", "--data", str(corrections), "--init", str(out), "--device", "cpu"]
+    assert cli.main([*argv, "--out", str(tuned)]) == 0
+    printed = capsys.readouterr().err
+    assert "Cell types on your corrections it trained on: accuracy" in printed
+    assert load_checkpoint(tuned).type_model.types == ("neutrophil", "lymphocyte", "monocyte")
+
+
+def test_measure_and_differential_type_the_cells_of_labels(typed_model, labelled, capsys):
+    cells = labelled / "cells.csv"
+    labels = [str(labelled / "labels" / f"{i}.png") for i in range(3)]
+    argv = ["measure", *labels, "--out", cells, "--model", typed_model]
+    assert main([*argv, "--images", labelled / "images"]) == 0
+    with open(cells, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {"type", "type_probability", "to_verify", "p_neutrophil", "p_eosinophil"} <= set(rows[0])
+    assert all(r["type"] in CELL_TYPES for r in rows)
+    report = labelled / "report.csv"
+    argv = ["differential", *labels, "--model", typed_model, "--images", labelled / "images"]
+    assert main([*argv, "--out", report, "--threshold", "0.9"]) == 0
+    with open(report, newline="") as fh:
+        counted = list(csv.DictReader(fh))
+    assert [r["image"] for r in counted][-1] == "total" and len(counted) == 4
+    total = counted[-1]
+    assert int(total["cells"]) == sum(int(total[k]) for k in CELL_TYPES)
+    assert 3 <= int(total["cells"]) <= len(rows)  # fragments are not white cells
+    assert int(total["to_verify"]) == int(total["cells"])  # a random network is never sure
+    assert "total:" in capsys.readouterr().out
+    # The typed cells go beside the report; counting that table again gives the same.
+    again = labelled / "again.csv"
+    assert main(["differential", labelled / "report_cells.csv", "--out", again]) == 0
+    with open(again, newline="") as fh:
+        assert list(csv.DictReader(fh))[-1] == total
+
+
+def test_differential_segments_images_first(typed_model, labelled):
+    report = labelled / "report.csv"
+    argv = ["differential", labelled / "images", "--model", typed_model, "--out", report]
+    assert main(argv) == 0
+    assert sorted(p.name for p in (labelled / "report_labels").iterdir()) == [
+        "0.png",
+        "1.png",
+        "2.png",
+    ]
+    assert report.is_file() and (labelled / "report_cells.csv").is_file()
+
+
+def test_differential_bad_inputs_are_one_sentence(typed_model, labelled, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    label = labelled / "labels" / "0.png"
+    plain = save_checkpoint(untrained_model(), tmp_path / "plain.pt")
+    assert_one_line_error(
+        capsys,
+        ["differential", label, "--model", plain, "--images", labelled / "images", "--out", out],
+        "has no cell types",
+    )
+    empty = labelled / "labels" / "empty.png"
+    Image.fromarray(np.zeros((120, 120), np.uint8)).save(empty)
+    Image.fromarray(np.zeros((120, 120, 3), np.uint8)).save(labelled / "images" / "empty.png")
+    assert_one_line_error(
+        capsys,
+        [
+            "differential",
+            empty,
+            "--model",
+            typed_model,
+            "--images",
+            labelled / "images",
+            "--out",
+            out,
+        ],
+        "hold no cell",
+    )
+    table = tmp_path / "cells.csv"
+    table.write_text("image,cell,type\na.png,1,neutrophil\na.png,2,blast\n")
+    assert_one_line_error(capsys, ["differential", table, "--out", out], "names the type 'blast'")
+    assert_one_line_error(
+        capsys, ["differential", label, "--model", typed_model, "--out", out], "--images"
+    )
+    assert_one_line_error(capsys, ["differential", label, "--out", out], "--model")
+    assert not out.exists()
