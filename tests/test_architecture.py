@@ -37,6 +37,7 @@ FLOORS = (
 
 FRONT_END_VALUE_TYPES = {
     "base.bounds": {"MAGNIFICATION_RANGE", "check_bounds", "options_of", "range_of"},
+    "base.cell_types": {"CORRECTION_VALUES", "NOT_A_WHITE_CELL", "TO_VERIFY"},
     "base.classes": {"BLOODCELL_CLASSES", "ClassInfo", "UNLABELLED"},
     "base.imaging": {"to_rgb_uint8"},
     "data.dataset": {"SegmentationData"},

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_bloodcells.core.base.cell_types import OTHER, TYPE_COLOURS
 from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES, UNLABELLED, ClassInfo
 from napari_bloodcells.core.data.bloodcell_dataset import CITATION
 
 if TYPE_CHECKING:
     from napari.utils.colormaps import DirectLabelColormap
 
-__all__ = ["CITATION", "class_colormap", "labels_kwargs"]
+__all__ = ["CITATION", "class_colormap", "labels_kwargs", "type_colormap"]
 
 
 def class_colormap(classes: ClassInfo = BLOODCELL_CLASSES) -> DirectLabelColormap:
@@ -25,6 +26,19 @@ def class_colormap(classes: ClassInfo = BLOODCELL_CLASSES) -> DirectLabelColorma
 
     colors: dict[int | None, tuple] = {i: c for i, c in enumerate(classes.colors)}
     colors[UNLABELLED] = (0.5, 0.5, 0.5, 0.35)  # "not labelled": seen, but faint
+    colors[None] = (0.0, 0.0, 0.0, 0.0)
+    return DirectLabelColormap(color_dict=colors)
+
+
+def type_colormap(cells: list[int], types: list[str]) -> DirectLabelColormap:
+    """Each cell in the colour of its type (``TYPE_COLOURS``); other values transparent."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors: dict[int | None, tuple] = {
+        int(cell): TYPE_COLOURS.get(kind, TYPE_COLOURS[OTHER])
+        for cell, kind in zip(cells, types, strict=True)
+    }
+    colors[0] = (0.0, 0.0, 0.0, 0.0)
     colors[None] = (0.0, 0.0, 0.0, 0.0)
     return DirectLabelColormap(color_dict=colors)
 

@@ -196,8 +196,8 @@ class QueuePanel(Container):
         name = self._layer_names.get(source, source)
         if self.project is not None:
             try:
-                for image, mask in zip(pairs.images, pairs.masks, strict=True):
-                    self.project.add_pair(image, mask, name, scale)
+                for index, (image, mask) in enumerate(zip(pairs.images, pairs.masks, strict=True)):
+                    self.project.add_pair(image, mask, name, scale, pairs.type_of(index))
             except BloodcellsError as exc:
                 show_error(str(exc))
                 return

@@ -26,7 +26,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from napari_bloodcells._layers import labels_kwargs
+from napari_bloodcells._layers import labels_kwargs, type_colormap
 from napari_bloodcells._widgets.cell_table import CellTable
 from napari_bloodcells._widgets.controls import (
     button_row,
@@ -36,6 +36,7 @@ from napari_bloodcells._widgets.controls import (
     single_path,
     status_label,
 )
+from napari_bloodcells._widgets.gallery import CellGallery
 from napari_bloodcells._widgets.job_widget import JobWidget
 from napari_bloodcells._widgets.layer_picker import LayerPicker
 from napari_bloodcells._widgets.layers import (
@@ -60,7 +61,9 @@ from napari_bloodcells._widgets.queue_panel import QueuePanel
 from napari_bloodcells._widgets.state import subscribe
 from napari_bloodcells._widgets.workers import show_error, show_info, show_warning
 from napari_bloodcells.core.base.bounds import MAGNIFICATION_RANGE, range_of
+from napari_bloodcells.core.base.cell_types import NOT_A_WHITE_CELL
 from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
+from napari_bloodcells.core.data.dataset import SegmentationData
 from napari_bloodcells.core.events import (
     BlocksSegmented,
     BlockWritten,
@@ -78,6 +81,7 @@ from napari_bloodcells.core.jobs import (
     ModelSource,
     blocks_job,
     cache_dir,
+    cell_pair,
     describe_file,
     large_labels_store,
     load_model,
@@ -86,6 +90,7 @@ from napari_bloodcells.core.jobs import (
     scale_job,
     segmentation_job,
     write_csv,
+    write_differential,
 )
 from napari_bloodcells.core.model.checkpoint import SUFFIX
 from napari_bloodcells.errors import BloodcellsError, ConfigError
@@ -217,6 +222,13 @@ class SegmentWidget(JobWidget):
         )
         self.export_button = PushButton(text="Export CSV…", enabled=False)
         self.cell_table = CellTable()
+        self.gallery = CellGallery()
+        self.add_types_button = PushButton(
+            text="Add reclassified cells to training set",
+            tooltip="Each reclassified cell, with its labels, becomes a training pair that "
+            "carries its type; Fine-tune in the Train dock then learns it",
+        )
+        self.export_differential_button = PushButton(text="Export differential…")
         self.measurements: Measurements | None = None
         self.cells_layer: Labels | None = None
         self.last_layer: Labels | None = None
@@ -225,6 +237,8 @@ class SegmentWidget(JobWidget):
         self._scale = 1.0
         self._segmenting = False
         self._measured: Labels | None = None
+        self._measured_arrays: tuple[np.ndarray, np.ndarray | None] | None = None
+        self._measured_cells: np.ndarray | None = None
         super().__init__(viewer, "Segmentation")
         # Rarely changed, so folded below the Segment button: the button and its
         # progress stay in view in a short dock.
@@ -237,6 +251,17 @@ class SegmentWidget(JobWidget):
         layout.insertWidget(layout.indexOf(self.status.native) + 1, self.more_options)
         layout.insertWidget(layout.indexOf(self.training_set_info.native) + 1, self.queue_section)
         layout.addWidget(self.cell_table)
+        gallery_buttons = button_row(self.add_types_button, self.export_differential_button)
+        from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+        gallery_box = QWidget()
+        gallery_layout = QVBoxLayout(gallery_box)
+        gallery_layout.setContentsMargins(0, 0, 0, 0)
+        gallery_layout.addWidget(self.gallery)
+        gallery_layout.addWidget(gallery_buttons.native)
+        self.gallery_section = collapsible("Differential gallery", expanded=False)
+        self.gallery_section.addWidget(gallery_box)
+        layout.addWidget(self.gallery_section)
         self.scroll_area = scroll_contents(self)
         self.segment_button.changed.connect(self.segment)
         self.estimate_button.changed.connect(self.estimate_scale)
@@ -246,6 +271,10 @@ class SegmentWidget(JobWidget):
         self.measure_button.changed.connect(self.measure)
         self.export_button.changed.connect(self.export_csv)
         self.cell_table.cell_clicked.connect(self.show_cell)
+        self.gallery.cell_clicked.connect(self.show_cell)
+        self.gallery.reclassified.connect(self._recolour_cell)
+        self.add_types_button.changed.connect(self.add_reclassified)
+        self.export_differential_button.changed.connect(self.export_differential)
         self.model_source.changed.connect(self._show_model)
         self.model_file.changed.connect(self._show_model)
         subscribe(self.state.current.events.model, self._show_model, self.native)
@@ -419,6 +448,7 @@ class SegmentWidget(JobWidget):
             show_error(str(exc))
             return
         self._measured = labels_layer
+        self._measured_arrays = (labels, pixels)
         size = float(self.pixel_size.value) or None
         self.status.value = f"Measuring the cells of '{labels_layer.name}'…"
         self.run_job(
@@ -428,6 +458,7 @@ class SegmentWidget(JobWidget):
             stack=labels.ndim == 3,
             name=labels_layer.name,
             pixel_size=size,
+            model=self._typing_model(),
         )
 
     def refuse_while_running(self) -> bool:
@@ -482,6 +513,75 @@ class SegmentWidget(JobWidget):
         write_csv(self.measurements, path)
         show_info(f"Wrote {len(self.measurements)} cell(s) to {path}.")
 
+    def _recolour_cell(self, cell: int, kind: str) -> None:
+        """A reclassified cell takes its new type's colour; the features record it."""
+        layer = self.cells_layer
+        if layer is None or layer not in self._viewer.layers:
+            return
+        table = self.gallery.with_corrections()
+        kinds = [
+            c or t
+            for c, t in zip(table.columns["corrected_type"], table.columns["type"], strict=True)
+        ]
+        layer.colormap = type_colormap(table.columns["cell"], kinds)
+        features = layer.features
+        features["corrected_type"] = table.columns["corrected_type"]
+        layer.features = features
+
+    def add_reclassified(self, *_: object) -> bool:
+        """Add each reclassified cell, with its labels and type, to the training set."""
+        if not self.gallery.corrections or self._measured_arrays is None:
+            show_error("No cell was reclassified yet; click a cell in the gallery, then press 1-7.")
+            return False
+        labels, pixels = self._measured_arrays
+        cells = self._measured_cells
+        if pixels is None or cells is None or labels.ndim != 2:
+            show_error(
+                "Reclassified cells of a stack cannot be added yet; measure one slice ("
+                "'Current slice only') and reclassify there."
+            )
+            return False
+        images, masks, names, types = [], [], [], []
+        source = self._measured.name if self._measured is not None else "cells"
+        for cell, kind in self.gallery.corrections.items():
+            image, mask = cell_pair(
+                pixels, labels, cells, cell, not_a_cell=kind == NOT_A_WHITE_CELL
+            )
+            images.append(image)
+            masks.append(mask)
+            names.append(f"{source} cell {cell}")
+            types.append(None if kind == NOT_A_WHITE_CELL else kind)
+        scale = remembered_scale(self._measured) or 1.0
+        data = SegmentationData(images, masks, names, types=types).rescaled(scale)
+        self.state.training_set.add(data)
+        image_layer = self.image_layer.value
+        self.queue.keep_pair(data, image_layer.name if image_layer is not None else source, scale)
+        show_info(
+            f"Added {len(data)} reclassified cell(s) to the session training set; Fine-tune in "
+            "the Train dock learns their types."
+        )
+        return True
+
+    def export_differential(self, *_: object) -> None:
+        """Write the gallery's differential to a CSV chosen in a dialog."""
+        if self.gallery.table is None:
+            show_error("There is no differential yet; measure cells with a typed model first.")
+            return
+        from qtpy.QtWidgets import QFileDialog
+
+        chosen, _filter = QFileDialog.getSaveFileName(
+            self.native, "Export differential", "", "CSV (*.csv)"
+        )
+        if chosen:
+            self.write_differential(Path(chosen))
+
+    def write_differential(self, path: Path) -> None:
+        """Write the gallery's differential (with the reclassifications) to ``path``."""
+        rows = self.gallery.rows()
+        write_differential(rows, path)
+        write_csv(self.gallery.with_corrections(), path.with_name(f"{path.stem}_cells.csv"))
+        show_info(f"Wrote the differential of {rows[-1].cells} white cell(s) to {path}.")
+
     def show_cell(self, cell: int) -> None:
         """Select cell ``cell`` in the cells layer and centre the view on it."""
         layer, table = self.cells_layer, self.measurements
@@ -504,6 +604,13 @@ class SegmentWidget(JobWidget):
     def clear_training_set(self, *_: object) -> None:
         """Empty the session training set."""
         self.state.training_set.clear()
+
+    def _typing_model(self) -> ModelSource | None:
+        """The model whose cell types Measure uses: the chosen one, if there is one."""
+        try:
+            return self.chosen_model()
+        except ConfigError:
+            return None
 
     def chosen_model(self) -> ModelSource:
         if self.model_source.value == MODEL_CURRENT:
@@ -576,6 +683,14 @@ class SegmentWidget(JobWidget):
             translate=source.translate if source is not None else None,
             metadata={META_KEY: {"role": CELLS, "image": name}},
         )
+        self._measured_cells = measured.cells
+        pixels = self._measured_arrays[1] if self._measured_arrays is not None else None
+        if "type" in measured.table.columns and pixels is not None:
+            columns = measured.table.columns
+            self.cells_layer.colormap = type_colormap(columns["cell"], columns["type"])
+            self.cells_layer.opacity = 0.6
+            self.gallery.show_cells(measured.table, pixels, measured.cells)
+            self.gallery_section.expand()
         self.measurements = measured.table
         self.cell_table.show_table(measured.table)
         self.export_button.enabled = True

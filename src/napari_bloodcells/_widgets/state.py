@@ -138,6 +138,7 @@ class TrainingSet:
         self._images: list[np.ndarray] = []
         self._masks: list[np.ndarray] = []
         self._names: list[str] = []
+        self._types: list[str | None] = []
 
     def __len__(self) -> int:
         return len(self._images)
@@ -147,6 +148,7 @@ class TrainingSet:
         self._images.extend(np.array(im, copy=True) for im in data.images)
         self._masks.extend(np.array(m, copy=True) for m in data.masks)
         self._names.extend(data.names)
+        self._types.extend(data.type_of(i) for i in range(len(data)))
         self.changed.emit(len(self))
 
     def data(self) -> SegmentationData:
@@ -155,6 +157,7 @@ class TrainingSet:
             [im.copy() for im in self._images],
             [m.copy() for m in self._masks],
             list(self._names),
+            types=list(self._types) if any(t is not None for t in self._types) else [],
         )
 
     def clear(self) -> None:
@@ -162,6 +165,7 @@ class TrainingSet:
         self._images.clear()
         self._masks.clear()
         self._names.clear()
+        self._types.clear()
         self.changed.emit(0)
 
 

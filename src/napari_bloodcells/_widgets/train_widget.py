@@ -466,7 +466,16 @@ class TrainWidget(JobWidget):
             if self.recovery_file is not None:  # it holds the start, which is saved elsewhere
                 self.recovery_file.unlink(missing_ok=True)
             self._summary = result.reason
-            if self._start_file is not None:
+            if result.types_changed:
+                # The segmentation stays, but the cell types learned the corrections.
+                self.state.current.set(
+                    result.model, "the starting model with fine-tuned cell types", undoable=True
+                )
+                show_info(
+                    f"{result.reason} The current model is the starting model with its cell "
+                    "types fine-tuned."
+                )
+            elif self._start_file is not None:
                 # The start was a file, not the current model: the model the user chose to
                 # continue is the one to segment, save and export with now.
                 self.state.current.set(
