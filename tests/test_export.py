@@ -237,3 +237,30 @@ def test_offline_export_with_no_image_to_take_says_to_pass_one(tmp_path, monkeyp
     message = capsys.readouterr().err.strip()
     assert message.count("\n") == 0 and message.endswith("(export --sample IMAGE).")
     assert not (tmp_path / "m.zip").exists()
+
+
+def test_a_model_with_cell_types_exports_them_as_an_attachment(tmp_path, sample):
+    from napari_bloodcells.core.base.cell_types import CELL_TYPES
+    from napari_bloodcells.core.exchange.package import load_package
+    from napari_bloodcells.core.model.type_model import TypeModel, type_network
+
+    model = untrained_model(native=True)
+    model.type_model = TypeModel(
+        type_network(4).eval(),
+        CELL_TYPES[:4],
+        side=32,
+        metrics={"dev_accuracy": 0.95, "dev_cells": 60},
+    )
+    path = export_package(
+        model, tmp_path / "typed.zip", sample, ExportSettings(formats=("pytorch_state_dict",))
+    )
+    with zipfile.ZipFile(path) as archive:
+        assert "cell_types.pt" in archive.namelist()
+        card = archive.read("README.md").decode()
+    assert "## Cell types" in card and "eosinophil" in card and "95%" in card
+    loaded = load_package(path)
+    crops = np.random.default_rng(0).random((2, 5, 32, 32), dtype=np.float32)
+    np.testing.assert_allclose(
+        loaded.type_model.probabilities(crops), model.type_model.probabilities(crops), atol=1e-6
+    )
+    assert bioimageio_test(path).status == "passed"

@@ -40,7 +40,7 @@ import torch
 from napari_bloodcells.core.base.files import atomic_write
 from napari_bloodcells.core.data.bloodcell_dataset import CREDIT, DOI, REFERENCE, SOURCE_NAME
 from napari_bloodcells.core.events import JobStep, PackageExported, Stopped, run_to_end
-from napari_bloodcells.core.exchange.package import CONFIG_KEY
+from napari_bloodcells.core.exchange.package import CONFIG_KEY, TYPE_WEIGHTS
 from napari_bloodcells.core.model.checkpoint import describe, model_record
 from napari_bloodcells.core.model.networks import NOTEBOOK_UNET, smp_kwargs
 from napari_bloodcells.errors import ConfigError
@@ -131,6 +131,28 @@ def cover_picture(image: np.ndarray, probs: np.ndarray, model: TrainedModel) -> 
     return np.concatenate([rgb, gap, overlay], axis=1).round().astype(np.uint8)
 
 
+def _types_section(model: TrainedModel) -> str:
+    """The model card's part on the cell-type model, if the model has one."""
+    types = model.type_model
+    if types is None:
+        return ""
+    accuracy = types.metrics.get("dev_accuracy")
+    scored = (
+        f" It typed {accuracy:.0%} of its {types.metrics.get('dev_cells')} dev cells right."
+        if isinstance(accuracy, float)
+        else ""
+    )
+    caveat = " Dataset 1's types were not checked by experts." if trained_on_dataset1(model) else ""
+    return f"""## Cell types
+
+napari-bloodcells also types each white cell ({", ".join(types.types)}) with a small CNN
+on a {types.side}x{types.side} crop of the cell and its cytoplasm and nucleus masks; its
+weights are the attachment `{TYPE_WEIGHTS}` (a PyTorch state dict), read by
+napari-bloodcells, not by other bioimage.io tools.{scored}{caveat}
+
+"""
+
+
 def documentation(model: TrainedModel, settings: ExportSettings) -> str:
     """The package's documentation page (Markdown)."""
     classes = "\n".join(f"| {index} | {name} |" for index, name in enumerate(model.classes.names))
@@ -188,7 +210,7 @@ It was trained at scale {scale} of its training images; images from another micr
 magnification may need resizing first (napari-bloodcells estimates the factor with its
 Estimate button or `segment --scale auto`).
 
-## Training
+{_types_section(model)}## Training
 
 Trained with napari-bloodcells on {source}.
 {credit}
@@ -338,6 +360,9 @@ def export_job(
 
         Image.fromarray(cover_picture(batch, probs, model)).save(root / "cover.png")
         (root / "README.md").write_text(documentation(model, settings), encoding="utf-8")
+        if model.type_model is not None:  # the type network travels as an attachment
+            state = {k: v.detach().cpu() for k, v in model.type_model.network.state_dict().items()}
+            torch.save(state, root / TYPE_WEIGHTS)
         example = model.preprocessing.normalize(torch.from_numpy(batch))
         files = yield from _write_weights(model, settings.formats, root, example, should_stop)
         if files is None:
@@ -569,4 +594,7 @@ def _description(
         outputs=[_output_tensor(model, root)],
         weights=_weights(model, files),
         config=spec.Config.model_validate({CONFIG_KEY: plugin_record(model)}),
+        attachments=(
+            [FileDescr(source=root / TYPE_WEIGHTS)] if (root / TYPE_WEIGHTS).is_file() else []
+        ),
     )

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 CONFIG_KEY = "napari-bloodcells"
 """Key of this plugin's record in a package's ``config`` (as written by the exporter)."""
+TYPE_WEIGHTS = "cell_types.pt"
+"""The package attachment holding the cell-type network's weights (a state dict)."""
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 SUPPORTED_SPEC = "0.5"
 """Major.minor of the model spec versions this plugin reads."""
@@ -160,7 +162,12 @@ def load_package(path: str | Path, device: torch.device | str = "cpu") -> Traine
     )
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
-        return model_from_record(record, state, device)
+        type_state = None
+        if record.get("type_model"):
+            with zipfile.ZipFile(path) as archive:
+                type_bytes = archive.read(TYPE_WEIGHTS)
+            type_state = torch.load(io.BytesIO(type_bytes), map_location="cpu", weights_only=True)
+        return model_from_record(record, state, device, type_state)
     except (KeyError, RuntimeError, TypeError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
             f"The package {path.name} is incomplete or damaged ({type(exc).__name__}); "
