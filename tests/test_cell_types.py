@@ -119,62 +119,78 @@ def test_a_crop_holds_only_its_own_cell_in_the_masks():
     assert (crops[0, 3] * neighbour[0, 3]).sum() == 0 or crops[0, 3].sum() != neighbour[0, 3].sum()
 
 
-def _cells_of(colours: dict[str, tuple[int, int, int]], each: int, seed: int) -> TypedCells:
-    """Synthetic typed cells whose nucleus colour (with noise) gives the type."""
+def _disc_cell(size: int, radius: float, share: float, colour) -> tuple[np.ndarray, np.ndarray]:
+    """One cell whose nucleus has ``share`` of the cell's radius."""
+    yy, xx = np.mgrid[:size, :size]
+    distance = np.hypot(yy - size / 2, xx - size / 2)
+    labels = (np.where(distance < radius, 1, 0) + (distance < radius * share)).astype(np.uint8)
+    image = np.full((size, size, 3), 240, np.uint8)
+    image[labels == 1] = (230, 180, 200)
+    image[labels == 2] = colour
+    return image, labels
+
+
+def _cells_of(shares: dict[str, float], each: int, seed: int) -> TypedCells:
+    """Synthetic typed cells whose nucleus size (a share of the cell's radius) gives the type:
+    a cue that survives the colour and stain changes of training."""
     rng = np.random.default_rng(seed)
     images, masks, types = [], [], []
-    for kind, colour in colours.items():
+    for kind, share in shares.items():
         for _ in range(each):
-            noisy = tuple(int(np.clip(c + rng.integers(-15, 16), 0, 255)) for c in colour)
-            image, labels = _disc_image(48, float(rng.uniform(10, 16)), noisy)
+            colour = tuple(int(c) for c in rng.integers(40, 200, 3))
+            image, labels = _disc_cell(48, float(rng.uniform(12, 18)), share, colour)
             images.append(image)
             masks.append(labels)
             types.append(kind)
     return typed_cells(SegmentationData(images, masks, types=types), side=32)
 
 
-COLOURS = {"neutrophil": (150, 40, 160), "lymphocyte": (40, 40, 200)}
+SHARES = {"neutrophil": 0.35, "lymphocyte": 0.85}
 
 
 def test_the_type_model_learns_types_and_types_measured_cells(few_cells):
-    cells = _cells_of(COLOURS, 8, 0)
-    model = fit_types(cells, tuple(COLOURS), epochs=20)
-    assert accuracy(model, _cells_of(COLOURS, 4, 1)) == 1.0
-    image, labels = _disc_image(48, 14, COLOURS["lymphocyte"])
+    model = fit_types(_cells_of(SHARES, 16, 0), tuple(SHARES), epochs=40)
+    assert accuracy(model, _cells_of(SHARES, 4, 1)) == 1.0
+    image, labels = _disc_cell(48, 15, SHARES["lymphocyte"], (60, 40, 160))
     _, table = measure_cells(labels, image, type_model=model, threshold=0.55)
     assert table.columns["type"] == ["lymphocyte"]
-    assert table.columns["p_lymphocyte"][0] > 0.5 and table.columns["to_verify"] == [False]
+    assert table.columns["p_lymphocyte"][0] > 0.55 and table.columns["to_verify"] == [False]
     with pytest.raises(DataError, match="needs the image"):
         measure_cells(labels, type_model=model)
 
 
-def test_a_type_fine_tune_learns_what_was_reclassified_and_keeps_the_start_when_it_gains_nothing():
-    model = fit_types(_cells_of(COLOURS, 8, 0), tuple(COLOURS), epochs=20)
-    # Another microscope: its neutrophils look like the first one's lymphocytes, and a
-    # new type appears.
-    theirs = {"neutrophil": (40, 40, 200), "lymphocyte": (200, 200, 40), "monocyte": (40, 160, 40)}
+def test_a_type_fine_tune_learns_what_was_reclassified_and_forgetting_counts_against_it():
+    model = fit_types(_cells_of(SHARES, 16, 0), tuple(SHARES), epochs=40)
+    # Another lab calls the small nuclei lymphocytes, and adds a type of its own.
+    theirs = {"neutrophil": 0.85, "lymphocyte": 0.35, "monocyte": 0.6}
     fixes, held = _cells_of(theirs, 3, 2), _cells_of(theirs, 3, 3)
-    assert (accuracy(model, held) or 0) < 0.7
     result = finetune_types(
+        model, fixes, _cells_of(theirs, 0, 4), held=held, reference=None, share=0.5
+    )
+    assert result.kept is result.tuned
+    assert result.kept.types == ("neutrophil", "lymphocyte", "monocyte")
+    assert result.after > result.before
+    assert "held-out corrections" in result.sentence
+    # The same, judged against the model's own cells, which it now types the other way:
+    # what it forgets counts against what it gains, and both are said.
+    weighed = finetune_types(
         model,
         fixes,
-        _cells_of(COLOURS, 4, 4),
+        _cells_of(theirs, 0, 4),
         held=held,
-        reference=_cells_of(COLOURS, 2, 5),
+        reference=_cells_of(SHARES, 4, 5),
         share=0.5,
     )
-    assert result.kept is result.tuned and result.kept.types == (
-        "neutrophil",
-        "lymphocyte",
-        "monocyte",
+    assert "own cells" in weighed.sentence
+    forgot = (accuracy(model, _cells_of(SHARES, 4, 5)) or 0) - (
+        accuracy(weighed.tuned, _cells_of(SHARES, 4, 5)) or 0
     )
-    assert result.after > result.before
-    assert "held-out corrections" in result.sentence and "own cells" in result.sentence
+    assert (weighed.kept is weighed.tuned) == (weighed.after - forgot > weighed.before)
     # Corrections the model already gets right teach nothing: the start is kept.
     again = finetune_types(
         model,
-        _cells_of(COLOURS, 3, 6),
-        _cells_of(COLOURS, 2, 7),
+        _cells_of(SHARES, 3, 6),
+        _cells_of(SHARES, 2, 7),
         held=None,
         reference=None,
         share=0.5,

@@ -16,6 +16,7 @@ from napari_bloodcells.core.model.checkpoint import load_checkpoint, save_checkp
 from napari_bloodcells.core.model.type_model import TypeModel, type_network
 from test_cli_bad_input import assert_one_line_error
 
+
 def main(argv) -> int:
     return cli.main([str(a) for a in argv])
 
