@@ -496,16 +496,18 @@ class SegmentWidget(JobWidget):
 
     def export_csv(self, *_: object) -> None:
         """Write the last measurements to a CSV file chosen in a dialog."""
-        from qtpy.QtWidgets import QFileDialog
-
         if self.measurements is None:
             show_error("There are no measurements yet; press 'Measure cells' first.")
             return
-        chosen, _filter = QFileDialog.getSaveFileName(
-            self.native, "Export measurements", "", "CSV (*.csv)"
-        )
-        if chosen:
-            self.export_to(Path(chosen))
+        if (path := self._csv_to_write("Export measurements")) is not None:
+            self.export_to(path)
+
+    def _csv_to_write(self, title: str) -> Path | None:
+        """A CSV file chosen in a save dialog, or ``None`` if cancelled."""
+        from qtpy.QtWidgets import QFileDialog
+
+        chosen, _filter = QFileDialog.getSaveFileName(self.native, title, "", "CSV (*.csv)")
+        return Path(chosen) if chosen else None
 
     def export_to(self, path: Path) -> None:
         """Write the last measurements to ``path`` as CSV."""
@@ -567,13 +569,8 @@ class SegmentWidget(JobWidget):
         if self.gallery.table is None:
             show_error("There is no differential yet; measure cells with a typed model first.")
             return
-        from qtpy.QtWidgets import QFileDialog
-
-        chosen, _filter = QFileDialog.getSaveFileName(
-            self.native, "Export differential", "", "CSV (*.csv)"
-        )
-        if chosen:
-            self.write_differential(Path(chosen))
+        if (path := self._csv_to_write("Export differential")) is not None:
+            self.write_differential(path)
 
     def write_differential(self, path: Path) -> None:
         """Write the gallery's differential (with the reclassifications) to ``path``."""

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from napari_bloodcells.core.base.cell_types import DEFAULT_THRESHOLD, parse_type
-from napari_bloodcells.core.data.dataset import read_mask
 from napari_bloodcells.core.events import DifferentialCounted, FileSegmented, Notice
+from napari_bloodcells.core.exchange.open_model import load_model
 from napari_bloodcells.core.jobs.inputs import expand_inputs
 from napari_bloodcells.core.jobs.measurement import image_beside, measure_pairs, type_model_of
 from napari_bloodcells.core.jobs.segmentation import segment_files
@@ -107,15 +107,17 @@ def differential_job(
             raise ConfigError(
                 "Typing the cells of images or labels needs a model with cell types; give --model."
             )
-        type_model = type_model_of(model, str(model))
+        name = str(model)
+        model = load_model(model)  # once, for the types and the segmentation alike
+        type_model = type_model_of(model, name)
         pairs = yield from _label_pairs(others, out, model, images, scale, should_stop)
-        for labels, _ in pairs:
-            if labels in others and not read_mask(labels).any():
+        found = yield from measure_pairs(pairs, None, type_model, threshold)
+        for (labels, _), table in zip(pairs, found, strict=True):
+            if labels in others and not len(table):
                 raise DataError(
                     f"The labels {labels} hold no cell (only background); segment the image "
                     "again or leave the file out."
                 )
-        found = yield from measure_pairs(pairs, None, type_model, threshold)
         tables += found
         write_csv(concatenate(found), out.with_name(f"{out.stem}_cells.csv"))
     rows = differential(concatenate(tables)) if tables else []
