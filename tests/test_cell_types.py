@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_bloodcells.core.base.cell_types import CELL_TYPES, parse_type
 from napari_bloodcells.core.data.dataset import SegmentationData, load_folder
@@ -169,7 +170,13 @@ def test_a_type_fine_tune_learns_what_was_reclassified_and_forgetting_counts_aga
     )
     assert result.kept is result.tuned
     assert result.kept.types == ("neutrophil", "lymphocyte", "monocyte")
-    assert result.after > result.before
+    # Only the last layer learned: the convolutions and their batch statistics are the start's.
+    start_body, tuned_body = model.network.state_dict(), result.tuned.network.state_dict()
+    last = max(int(name.split(".")[0]) for name in start_body)
+    for name, value in start_body.items():
+        if int(name.split(".")[0]) != last:
+            assert torch.equal(value, tuned_body[name]), name
+    assert result.after > result.before and result.kept.fine_tuned and not model.fine_tuned
     assert "held-out corrections" in result.sentence
     # The same, judged against the model's own cells, which it now types the other way:
     # what it forgets counts against what it gains, and both are said.

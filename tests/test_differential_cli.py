@@ -163,3 +163,64 @@ def test_differential_bad_inputs_are_one_sentence(typed_model, labelled, tmp_pat
     )
     assert_one_line_error(capsys, ["differential", label, "--out", out], "--model")
     assert not out.exists()
+
+
+def test_adapting_to_the_cells_sets_their_batch_statistics_and_keeps_the_model():
+    torch.manual_seed(0)
+    model = TypeModel(type_network(4).eval(), CELL_TYPES[:4], side=32)
+    crops = np.random.default_rng(1).random((70, 5, 32, 32), dtype=np.float32) * 0.3 + 0.5
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    adapted = model.adapted(crops)
+    first = next(m for m in adapted.network.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    x = torch.from_numpy(crops)
+    with torch.no_grad():  # the statistics of the four turns, as typing sees them
+        means = [model.network[0](torch.rot90(x, k, (2, 3))).mean((0, 2, 3)) for k in range(4)]
+    np.testing.assert_allclose(first.running_mean, sum(means) / 4, rtol=1e-3, atol=1e-4)
+    assert not adapted.network.training and adapted.metrics["adapted_to_cells"] == 70
+    for name, value in model.network.state_dict().items():
+        assert torch.equal(value, before[name]), name  # the model itself is unchanged
+    assert not np.allclose(adapted.probabilities(crops), model.probabilities(crops))
+    # Typing a run's cells: adapted from ADAPT_MIN_CELLS cells on, not below, not once fine-tuned.
+    assert model.for_cells(crops) is not model and model.for_cells(crops[:10]) is model
+    model.metrics["finetune_accuracy"] = [0.5, 1.0]
+    assert model.fine_tuned and model.for_cells(crops) is model
+
+
+def _rows(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_many_cells_are_typed_with_their_own_batch_statistics_unless_told_not_to(
+    typed_model, labelled, capsys, monkeypatch
+):
+    # Three images hold a few cells: lower the bar instead of making a hundred.
+    monkeypatch.setattr("napari_bloodcells.core.model.type_model.ADAPT_MIN_CELLS", 2)
+    labels = sorted((labelled / "labels").glob("*.png"))
+    out = labelled / "cells.csv"
+    argv = ["measure", *labels, "--model", typed_model, "--images", labelled / "images"]
+    assert main([*argv, "--out", out]) == 0
+    adapted = _rows(out)
+    assert "batch statistics of these images" in capsys.readouterr().out
+    assert main([*argv, "--out", out, "--no-adapt"]) == 0
+    plain = _rows(out)
+    assert "batch statistics" not in capsys.readouterr().out
+    assert [r["cell"] for r in adapted] == [r["cell"] for r in plain]
+    assert [r["p_neutrophil"] for r in adapted] != [r["p_neutrophil"] for r in plain]
+    report = labelled / "report.csv"
+    assert (
+        main(
+            [
+                "differential",
+                *labels,
+                "--images",
+                labelled / "images",
+                "--model",
+                typed_model,
+                "--out",
+                report,
+            ]
+        )
+        == 0
+    )
+    assert "batch statistics of these images" in capsys.readouterr().err

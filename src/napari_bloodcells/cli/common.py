@@ -99,3 +99,17 @@ def scale_value(text: str) -> float | str:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
+
+
+def add_adapt_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-adapt``: type many cells as trained, not with their own batch statistics."""
+    # Here, not at the top: every command imports this module, and torch is slow to load.
+    from napari_bloodcells.core.model.type_model import ADAPT_MIN_CELLS
+
+    parser.add_argument(
+        "--no-adapt",
+        dest="adapt",
+        action="store_false",
+        help="type the cells as trained, without the batch statistics of these images "
+        f"(used from {ADAPT_MIN_CELLS} cells on)",
+    )

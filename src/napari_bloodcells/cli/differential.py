@@ -6,7 +6,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_bloodcells.cli.common import StopOnCtrlC, check_writable, scale_value
+from napari_bloodcells.cli.common import (
+    StopOnCtrlC,
+    add_adapt_argument,
+    check_writable,
+    scale_value,
+)
 from napari_bloodcells.core.events import FileSegmented, Notice, run_to_end
 from napari_bloodcells.core.jobs import DEFAULT_THRESHOLD, differential_job
 
@@ -33,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_THRESHOLD,
         help="cells whose type is less probable are counted as to verify",
     )
+    add_adapt_argument(parser)
     parser.add_argument(
         "--scale", type=scale_value, default=1.0, help="resize factor for images, or 'auto'"
     )
@@ -55,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
                 model=args.model,
                 images=args.images,
                 threshold=args.threshold,
+                adapt=args.adapt,
                 scale=args.scale,
                 should_stop=stop,
             ),

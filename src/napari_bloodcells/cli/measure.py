@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_bloodcells.cli.common import pixel_size
+from napari_bloodcells.cli.common import add_adapt_argument, pixel_size
 from napari_bloodcells.core.events import Notice, run_to_end
 from napari_bloodcells.core.jobs import DEFAULT_THRESHOLD, measure_files
 
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_THRESHOLD,
         help="cells whose type is less probable are marked to_verify",
     )
+    add_adapt_argument(parser)
 
 
 def _print_notice(event: object) -> None:
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         images=args.images,
         threshold=args.threshold,
+        adapt=args.adapt,
     )
     run_to_end(job, _print_notice)
     return 0

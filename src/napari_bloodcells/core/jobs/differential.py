@@ -84,6 +84,7 @@ def differential_job(
     model: ModelSource | None = None,
     images: Path | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    adapt: bool = True,
     scale: float | str = 1.0,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[Any, None, list[DifferentialRow]]:
@@ -111,7 +112,7 @@ def differential_job(
         model = load_model(model)  # once, for the types and the segmentation alike
         type_model = type_model_of(model, name)
         pairs = yield from _label_pairs(others, out, model, images, scale, should_stop)
-        found = yield from measure_pairs(pairs, None, type_model, threshold)
+        found = yield from measure_pairs(pairs, None, type_model, threshold, adapt)
         for (labels, _), table in zip(pairs, found, strict=True):
             if labels in others and not len(table):
                 raise DataError(

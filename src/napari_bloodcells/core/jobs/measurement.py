@@ -18,8 +18,10 @@ from napari_bloodcells.core.events import (
     Stopped,
 )
 from napari_bloodcells.core.exchange.open_model import ModelSource, load_model
+from napari_bloodcells.core.measure.cell_crops import cell_crops
 from napari_bloodcells.core.measure.cells import (
     Measurements,
+    cells_from_classes,
     check_class_labels,
     concatenate,
     measure_cells,
@@ -118,18 +120,30 @@ def measure_pairs(
     pixel_size: float | None,
     type_model: TypeModel | None,
     threshold: float,
-) -> Generator[SegmentProgress, None, list[Measurements]]:
-    """The tables of label files, each with its image (or ``None``), typed with ``type_model``."""
+    adapt: bool = True,
+) -> Generator[Notice | SegmentProgress, None, list[Measurements]]:
+    """The tables of label files, each with its image (or ``None``), typed with ``type_model``.
+
+    With ``adapt``, the types may use the batch statistics of all these cells
+    (:meth:`TypeModel.for_cells`): one microscope's cells type better with its own.
+    """
+    if type_model is not None and adapt:
+        crops = [
+            _all_crops(type_model, *_read_pair(path, image))
+            for path, image in pairs
+            if image is not None
+        ]
+        count = sum(len(c) for c in crops)
+        chosen = type_model.for_cells(np.concatenate(crops)) if count else type_model
+        if chosen is not type_model:
+            type_model = chosen
+            yield Notice(
+                f"Typing {count} cells with the batch statistics of these images, which adapts "
+                "the types to this microscope's staining (--no-adapt types them as trained)."
+            )
     tables = []
     for index, (path, image) in enumerate(pairs):
-        classes = check_class_labels(read_mask(path), f"The labels {path}")
-        picture = None if image is None else read_image(image)
-        if picture is not None and picture.shape[:2] != classes.shape:
-            raise DataError(
-                f"The labels {path} are {classes.shape[1]}x{classes.shape[0]} but their image "
-                f"{image} is {picture.shape[1]}x{picture.shape[0]}; give the image they were "
-                "made from."
-            )
+        classes, picture = _read_pair(path, image)
         table = measure_cells(
             classes,
             picture,
@@ -143,6 +157,24 @@ def measure_pairs(
     return tables
 
 
+def _read_pair(path: Path, image: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    classes = check_class_labels(read_mask(path), f"The labels {path}")
+    picture = None if image is None else read_image(image)
+    if picture is not None and picture.shape[:2] != classes.shape:
+        raise DataError(
+            f"The labels {path} are {classes.shape[1]}x{classes.shape[0]} but their image "
+            f"{image} is {picture.shape[1]}x{picture.shape[0]}; give the image they were "
+            "made from."
+        )
+    return classes, picture
+
+
+def _all_crops(model: TypeModel, classes: np.ndarray, picture: np.ndarray | None) -> np.ndarray:
+    assert picture is not None
+    cells = cells_from_classes(classes)
+    return cell_crops(picture, classes, cells, side=model.side, margin=model.margin)[0]
+
+
 def measure_files(
     labels: Sequence[Path],
     out: Path,
@@ -151,11 +183,13 @@ def measure_files(
     model: ModelSource | None = None,
     images: Path | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    adapt: bool = True,
 ) -> Generator[Notice | SegmentProgress | FilesMeasured, None, Measurements]:
     """Measure the cells of class-label image files (0/1/2) into one CSV at ``out``.
 
     With a ``model`` that has cell types, each cell is typed too; its image is the
     file of the same name in the folder ``images`` (mean colours come from it too).
+    ``adapt`` types many cells with their own batch statistics (:func:`measure_pairs`).
 
     Raises
     ------
@@ -177,7 +211,7 @@ def measure_files(
     if images is not None and not images.is_dir():
         raise DataError(f"The images folder {images} does not exist; check the path.")
     pairs = [(Path(p), None if images is None else image_beside(Path(p), images)) for p in labels]
-    tables = yield from measure_pairs(pairs, pixel_size, type_model, threshold)
+    tables = yield from measure_pairs(pairs, pixel_size, type_model, threshold, adapt)
     yield from _write_measurements(tables, out)
     table = concatenate(tables)
     yield FilesMeasured(table)
