@@ -25,9 +25,9 @@ MARGIN = 1.3
 """Crop side as a multiple of the cell's larger bounding-box side: some surroundings."""
 WIDTH = 32
 ADAPT_MIN_CELLS = 50
-"""Cells of one run that make their batch statistics trustworthy: with 20 cells of
-Dataset 1's own held-out cells, adapting lowered the accuracy (0.95 to 0.92); with 60 it
-did not (0.96), and on a restained proxy it raised it (0.91 to 0.94, docs/benchmarks.md)."""
+"""Cells of one run that make their batch statistics trustworthy: adapted to 20 of
+Dataset 1's own held-out cells, the accuracy fell (0.953 to 0.923); to all of a fold's 60
+it did not (0.957), and on a restained proxy it rose (0.926 to 0.946, docs/benchmarks.md)."""
 
 
 def type_network(num_types: int, width: int = WIDTH) -> nn.Sequential:
