@@ -104,7 +104,7 @@ def scale_value(text: str) -> float | str:
 def add_adapt_argument(parser: argparse.ArgumentParser) -> None:
     """``--no-adapt``: type many cells as trained, not with their own batch statistics."""
     # Here, not at the top: every command imports this module, and torch is slow to load.
-    from napari_bloodcells.core.model.type_model import ADAPT_MIN_CELLS
+    from napari_bloodcells.core.jobs import ADAPT_MIN_CELLS
 
     parser.add_argument(
         "--no-adapt",

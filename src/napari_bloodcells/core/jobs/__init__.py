@@ -13,7 +13,7 @@ them (where the cache is, which device "auto" means, what a checkpoint holds), s
 that a front end never reaches into the engines.
 """
 
-from napari_bloodcells.core.base.cell_types import DEFAULT_THRESHOLD
+from napari_bloodcells.core.base.cell_types import ADAPT_MIN_CELLS, DEFAULT_THRESHOLD
 from napari_bloodcells.core.base.device import resolve_device
 from napari_bloodcells.core.data.bloodcell_dataset import bloodcell_folder
 from napari_bloodcells.core.data.dataset import read_image
@@ -63,6 +63,7 @@ from napari_bloodcells.core.training.finetune import better_current
 from napari_bloodcells.core.training.report import plot_curves, write_history_json
 
 __all__ = [
+    "ADAPT_MIN_CELLS",
     "DEFAULT_THRESHOLD",
     "SPLITS",
     "DifferentialRow",

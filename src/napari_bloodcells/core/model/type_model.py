@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_bloodcells.core.base.cell_types import ADAPT_MIN_CELLS
+
 INPUT_CHANNELS = 5
 """Red, green, blue, the cell's cytoplasm, the cell's nucleus."""
 SIDE = 64
@@ -24,10 +26,6 @@ SIDE = 64
 MARGIN = 1.3
 """Crop side as a multiple of the cell's larger bounding-box side: some surroundings."""
 WIDTH = 32
-ADAPT_MIN_CELLS = 50
-"""Cells of one run that make their batch statistics trustworthy: adapted to 20 of
-Dataset 1's own held-out cells, the accuracy fell (0.953 to 0.923); to all of a fold's 60
-it did not (0.957), and on a restained proxy it rose (0.926 to 0.946, docs/benchmarks.md)."""
 
 
 def type_network(num_types: int, width: int = WIDTH) -> nn.Sequential:
