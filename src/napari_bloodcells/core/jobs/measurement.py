@@ -19,9 +19,9 @@ from napari_bloodcells.core.events import (
 )
 from napari_bloodcells.core.exchange.open_model import ModelSource, load_model
 from napari_bloodcells.core.measure.cell_crops import cell_crops
+from napari_bloodcells.core.measure.cell_typing import crop_type_columns
 from napari_bloodcells.core.measure.cells import (
     Measurements,
-    cells_from_classes,
     check_class_labels,
     concatenate,
     measure_cells,
@@ -127,33 +127,38 @@ def measure_pairs(
     With ``adapt``, the types may use the batch statistics of all these cells
     (:meth:`TypeModel.for_cells`): one microscope's cells type better with its own.
     """
-    if type_model is not None and adapt:
-        crops = [
-            _all_crops(type_model, *_read_pair(path, image))
-            for path, image in pairs
-            if image is not None
-        ]
-        count = sum(len(c) for c in crops)
-        chosen = type_model.for_cells(np.concatenate(crops)) if count else type_model
-        if chosen is not type_model:
-            type_model = chosen
-            yield Notice(
-                f"Typing {count} cells with the batch statistics of these images, which adapts "
-                "the types to this microscope's staining (--no-adapt types them as trained)."
-            )
-    tables = []
+    tables, crops = [], []
     for index, (path, image) in enumerate(pairs):
         classes, picture = _read_pair(path, image)
-        table = measure_cells(
+        typed_later = type_model is not None and picture is not None
+        cells, table = measure_cells(
             classes,
             picture,
             name=str(path),
             pixel_size=pixel_size,
-            type_model=type_model,
+            # Without its image, measure_cells says in one sentence that typing needs it.
+            type_model=None if typed_later else type_model,
             threshold=threshold,
-        )[1]
+        )
+        if typed_later:
+            assert type_model is not None and picture is not None
+            ids = [int(c) for c in table.columns["cell"]]
+            side, margin = type_model.side, type_model.margin
+            crops.append(cell_crops(picture, classes, cells, side=side, margin=margin, ids=ids)[0])
         tables.append(table)
         yield SegmentProgress(index, len(pairs), 1, 1)
+    if type_model is None or not crops:
+        return tables
+    # Typed after all are cut: adapting needs every cell of the run at once.
+    every = np.concatenate(crops)
+    chosen = type_model.for_cells(every) if adapt else type_model
+    if chosen is not type_model:
+        yield Notice(
+            f"Typing {len(every)} cells with the batch statistics of these images, which adapts "
+            "the types to this microscope's staining (--no-adapt types them as trained)."
+        )
+    for table, cut in zip(tables, crops, strict=True):
+        table.columns.update(crop_type_columns(chosen, cut, threshold))
     return tables
 
 
@@ -167,12 +172,6 @@ def _read_pair(path: Path, image: Path | None) -> tuple[np.ndarray, np.ndarray |
             "made from."
         )
     return classes, picture
-
-
-def _all_crops(model: TypeModel, classes: np.ndarray, picture: np.ndarray | None) -> np.ndarray:
-    assert picture is not None
-    cells = cells_from_classes(classes)
-    return cell_crops(picture, classes, cells, side=model.side, margin=model.margin)[0]
 
 
 def measure_files(

@@ -38,6 +38,13 @@ def type_columns(
     crops, found = cell_crops(image, labels, cells, side=model.side, margin=model.margin, ids=ids)
     if found != list(ids):
         raise ValueError("every cell id must be present in the instance image")
+    return crop_type_columns(model, crops, threshold)
+
+
+def crop_type_columns(
+    model: TypeModel, crops: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> dict[str, list[Any]]:
+    """The type columns (see :func:`type_columns`) of cells already cut as ``crops``."""
     probabilities = model.probabilities(crops) if len(crops) else np.zeros((0, len(model.types)))
     best = probabilities.argmax(1) if len(crops) else np.zeros(0, int)
     top = probabilities.max(1) if len(crops) else np.zeros(0)
