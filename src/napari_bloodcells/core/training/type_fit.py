@@ -190,7 +190,9 @@ def fit_types(
         if start is not None
         else TypeModel(type_network(len(types)), types, int(cells.crops.shape[-1]), MARGIN)
     )
-    network = model.network
+    # Channels-last convolutions train about a quarter faster on CPUs (oneDNN): the
+    # type stage must fit in a minute on two cores.
+    network = model.network.to(memory_format=torch.channels_last)
     assert isinstance(network, torch.nn.Sequential)
     # A fine-tune retrains only the last layer: its few corrections cannot teach the
     # convolutions, which then forget the stains they knew (a full fine-tune on 8
@@ -219,7 +221,7 @@ def fit_types(
         )
         for begin in range(0, len(order), BATCH):
             batch = order[begin : begin + BATCH]
-            augmented = _augment(x[batch], generator)
+            augmented = _augment(x[batch], generator).contiguous(memory_format=torch.channels_last)
             if start is None:
                 logits = network(augmented)
             else:
@@ -231,7 +233,7 @@ def fit_types(
             loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             schedule.step()
-    network.eval()
+    network.eval().to(memory_format=torch.contiguous_format)
     return model
 
 
