@@ -224,3 +224,21 @@ def test_the_differential_counts_types_leaves_fragments_out_and_lets_corrections
     assert a.to_verify == 0  # the one to verify was reclassified
     assert b.cells == 1 and b.to_verify == 1  # the cell without nucleus is no white cell
     assert total.cells == 3 and total.percent("monocyte") == pytest.approx(100 / 3)
+
+
+def test_an_image_without_white_cells_gets_its_row_of_zeros():
+    table = Measurements(
+        {
+            "image": ["a", "b"],
+            "cell": [1, 1],
+            "area": [400, 380],
+            "nucleus_area": [100, 80],
+            "type": ["neutrophil", "monocyte"],
+            "to_verify": [False, True],
+            "corrected_type": ["", ""],
+        }
+    )
+    rows = differential(table, ["empty field", "b"])
+    assert [r.image for r in rows] == ["empty field", "b", "a", "total"]
+    assert rows[0].cells == 0 and rows[0].to_verify == 0 and rows[0].percent("neutrophil") == 0
+    assert rows[-1].cells == 2

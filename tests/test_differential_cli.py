@@ -127,6 +127,10 @@ def test_differential_segments_images_first(typed_model, labelled):
         "2.png",
     ]
     assert report.is_file() and (labelled / "report_cells.csv").is_file()
+    with open(report, newline="") as fh:
+        images = [row["image"] for row in csv.DictReader(fh)]
+    # every image has its row, with or without white cells, then the total
+    assert [name.rsplit("/", 1)[-1] for name in images] == ["0.png", "1.png", "2.png", "total"]
 
 
 def test_differential_bad_inputs_are_one_sentence(typed_model, labelled, tmp_path, capsys):
@@ -224,3 +228,20 @@ def test_many_cells_are_typed_with_their_own_batch_statistics_unless_told_not_to
         == 0
     )
     assert "batch statistics of these images" in capsys.readouterr().err
+
+
+def test_differential_again_counts_the_labels_the_user_corrected(typed_model, labelled, capsys):
+    report = labelled / "report.csv"
+    argv = ["differential", labelled / "images", "--model", typed_model, "--out", report]
+    assert main(argv) == 0
+    corrected = labelled / "report_labels" / "1.png"
+    erased = np.zeros_like(np.asarray(Image.open(corrected)))  # "no white cell here"
+    Image.fromarray(erased).save(corrected)
+    capsys.readouterr()
+    assert main(argv) == 0
+    said = " ".join(capsys.readouterr())
+    assert "Counting the labels already in" in said and "3 image(s)" in said
+    assert not np.asarray(Image.open(corrected)).any()  # not segmented over
+    with open(report, newline="") as fh:
+        cells = {row["image"].rsplit("/", 1)[-1]: int(row["cells"]) for row in csv.DictReader(fh)}
+    assert cells["1.png"] == 0

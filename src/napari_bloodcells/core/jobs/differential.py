@@ -2,7 +2,8 @@
 
 Images are segmented (:func:`~napari_bloodcells.core.jobs.segmentation.segment_files`)
 into a folder beside the report, then their labels are measured and typed like labels
-given directly; measurement tables (CSV) that already have a ``type`` column, such as
+given directly (labels an earlier run wrote there are kept: the user may have
+corrected them); measurement tables (CSV) that already have a ``type`` column, such as
 the gallery's, are counted as they are. The report holds one row per image and the
 total; the typed cells go to ``<report>_cells.csv``.
 """
@@ -18,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from napari_bloodcells.core.base.cell_types import DEFAULT_THRESHOLD, parse_type
 from napari_bloodcells.core.events import DifferentialCounted, FileSegmented, Notice
 from napari_bloodcells.core.exchange.open_model import load_model
-from napari_bloodcells.core.jobs.inputs import expand_inputs
+from napari_bloodcells.core.jobs.inputs import expand_inputs, output_paths
 from napari_bloodcells.core.jobs.measurement import image_beside, measure_pairs, type_model_of
 from napari_bloodcells.core.jobs.segmentation import segment_files
 from napari_bloodcells.core.measure.cells import Measurements, concatenate, write_csv
@@ -102,6 +103,7 @@ def differential_job(
         raise ConfigError(f"The threshold {threshold} must lie between 0 and 1, e.g. 0.7.")
     paths = expand_inputs(inputs)
     tables = [read_typed_table(p) for p in paths if p.suffix.lower() == ".csv"]
+    looked_at: list[str] = []  # every image, so that one without white cells has its row
     others = [p for p in paths if p.suffix.lower() != ".csv"]
     if others:
         if model is None:
@@ -120,8 +122,9 @@ def differential_job(
                     "again or leave the file out."
                 )
         tables += found
+        looked_at = [str(labels) for labels, _ in pairs]
         write_csv(concatenate(found), out.with_name(f"{out.stem}_cells.csv"))
-    rows = differential(concatenate(tables)) if tables else []
+    rows = differential(concatenate(tables), looked_at) if tables else []
     write_differential(rows, out)
     total = rows[-1] if rows else DifferentialRow("total", {}, 0)
     yield Notice(
@@ -153,8 +156,15 @@ def _label_pairs(
     ]
     if pictures:
         folder = out.with_name(f"{out.stem}_labels")
+        # Labels an earlier run wrote may hold the user's corrections: they are kept.
+        kept = sum(target.exists() for target in output_paths(pictures, folder))
+        if kept:
+            yield Notice(
+                f"Counting the labels already in {folder} for {kept} image(s), corrections "
+                "included; delete them there to segment those images again."
+            )
         job = segment_files(
-            model, pictures, folder, scale=scale, should_stop=should_stop, overwrite=True
+            model, pictures, folder, scale=scale, should_stop=should_stop, resume=True
         )
         for event in job:
             if isinstance(event, FileSegmented):

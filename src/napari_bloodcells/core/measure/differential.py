@@ -66,12 +66,13 @@ class DifferentialRow:
         return 100.0 * self.counts.get(kind, 0) / self.cells if self.cells else 0.0
 
 
-def differential(table: Measurements) -> list[DifferentialRow]:
-    """One row per image, in the table's order, then the total.
+def differential(table: Measurements, images: Sequence[str] = ()) -> list[DifferentialRow]:
+    """One row per image, ``images`` first and then the table's others, then the total.
 
-    Fragments (:func:`counted_cells`) and cells typed ``"not a white cell"`` are
-    left out; a reclassified type in a ``corrected_type`` column wins over the
-    predicted ``type``.
+    An image of ``images`` without a cell in the table gets a row of zeros: a field
+    without a white cell was looked at, and the report says so. Fragments
+    (:func:`counted_cells`) and cells typed ``"not a white cell"`` are left out; a
+    reclassified type in a ``corrected_type`` column wins over the predicted ``type``.
     """
     columns = table.columns
     kinds = columns.get("corrected_type") or [""] * len(table)
@@ -81,7 +82,7 @@ def differential(table: Measurements) -> list[DifferentialRow]:
         for k, t, keep in zip(kinds, columns["type"], counted, strict=True)
     ]
     verify = [bool(v) and not k for v, k in zip(columns["to_verify"], kinds, strict=True)]
-    names: list[str] = list(dict.fromkeys(columns["image"]))
+    names: list[str] = list(dict.fromkeys([*images, *columns["image"]]))
     rows = [_row(name, types, verify, columns["image"]) for name in names]
     rows.append(_row(TOTAL, types, verify, None))
     return rows
