@@ -149,13 +149,14 @@ def measure_pairs(
         yield SegmentProgress(index, len(pairs), 1, 1)
     if type_model is None or not crops:
         return tables
-    # Typed after all are cut: adapting needs every cell of the run at once.
-    every = np.concatenate(crops)
-    chosen = type_model.for_cells(every) if adapt else type_model
+    # Typed after all are cut: adapting needs every cell of the run at once (and only
+    # adapting needs them in one array).
+    chosen = type_model.for_cells(np.concatenate(crops)) if adapt else type_model
     if chosen is not type_model:
         yield Notice(
-            f"Typing {len(every)} cells with the batch statistics of these images, which adapts "
-            "the types to this microscope's staining (--no-adapt types them as trained)."
+            f"Typing {sum(len(c) for c in crops)} cells with the batch statistics of these "
+            "images, which adapts the types to this microscope's staining (--no-adapt types "
+            "them as trained)."
         )
     for table, cut in zip(tables, crops, strict=True):
         table.columns.update(crop_type_columns(chosen, cut, threshold))

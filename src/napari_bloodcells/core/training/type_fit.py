@@ -190,8 +190,8 @@ def fit_types(
         if start is not None
         else TypeModel(type_network(len(types)), types, int(cells.crops.shape[-1]), MARGIN)
     )
-    # Channels-last convolutions train about a quarter faster on CPUs (oneDNN): the
-    # type stage must fit in a minute on two cores.
+    # Channels-last convolutions trained in 0.70x the time on a 2-core AVX2 CPU (oneDNN,
+    # docs/benchmarks.md): the type stage must fit in a minute on two cores.
     network = model.network.to(memory_format=torch.channels_last)
     assert isinstance(network, torch.nn.Sequential)
     # A fine-tune retrains only the last layer: its few corrections cannot teach the
