@@ -17,6 +17,7 @@ from napari_bloodcells.core.training.type_fit import (
     accuracy,
     finetune_types,
     fit_types,
+    statistics_of,
     typed_cells,
 )
 from napari_bloodcells.errors import DataError
@@ -170,11 +171,18 @@ def test_a_type_fine_tune_learns_what_was_reclassified_and_forgetting_counts_aga
     )
     assert result.kept is result.tuned
     assert result.kept.types == ("neutrophil", "lymphocyte", "monocyte")
-    # Only the last layer learned: the convolutions and their batch statistics are the start's.
+    # Only the last layer learned: the convolutions are the start's, and the batch
+    # statistics are those of the user's cells (the held-out ones too), as adapting gives.
     start_body, tuned_body = model.network.state_dict(), result.tuned.network.state_dict()
+    theirs = model.adapted(np.concatenate([fixes.crops, held.crops])).network.state_dict()
     last = max(int(name.split(".")[0]) for name in start_body)
     for name, value in start_body.items():
-        if int(name.split(".")[0]) != last:
+        if int(name.split(".")[0]) == last:
+            continue
+        if name.endswith(("running_mean", "running_var")):
+            assert not torch.equal(value, tuned_body[name]), name
+            torch.testing.assert_close(tuned_body[name], theirs[name])
+        elif not name.endswith("num_batches_tracked"):
             assert torch.equal(value, tuned_body[name]), name
     assert result.after > result.before and result.kept.fine_tuned and not model.fine_tuned
     assert "held-out corrections" in result.sentence
@@ -189,8 +197,12 @@ def test_a_type_fine_tune_learns_what_was_reclassified_and_forgetting_counts_aga
         share=0.5,
     )
     assert "own cells" in weighed.sentence
+    # Its own cells are typed through its own statistics, as they were replayed.
+    own = statistics_of(model, weighed.tuned)
+    assert own.network[-1].weight.equal(weighed.tuned.network[-1].weight)
+    assert own.network[1].running_mean.equal(model.network[1].running_mean)
     forgot = (accuracy(model, _cells_of(SHARES, 4, 5)) or 0) - (
-        accuracy(weighed.tuned, _cells_of(SHARES, 4, 5)) or 0
+        accuracy(own, _cells_of(SHARES, 4, 5)) or 0
     )
     assert (weighed.kept is weighed.tuned) == (weighed.after - forgot > weighed.before)
     # Corrections the model already gets right teach nothing: the start is kept.

@@ -184,10 +184,11 @@ def test_adapting_to_the_cells_sets_their_batch_statistics_and_keeps_the_model()
     for name, value in model.network.state_dict().items():
         assert torch.equal(value, before[name]), name  # the model itself is unchanged
     assert not np.allclose(adapted.probabilities(crops), model.probabilities(crops))
-    # Typing a run's cells: adapted from ADAPT_MIN_CELLS cells on, not below, not once fine-tuned.
+    # Typing a run's cells: adapted from ADAPT_MIN_CELLS cells on, not below; a fine-tuned
+    # model too (its last layer learned the user's cells under their own statistics).
     assert model.for_cells(crops) is not model and model.for_cells(crops[:10]) is model
     model.metrics["finetune_accuracy"] = [0.5, 1.0]
-    assert model.fine_tuned and model.for_cells(crops) is model
+    assert model.fine_tuned and model.for_cells(crops) is not model
 
 
 def _rows(path):

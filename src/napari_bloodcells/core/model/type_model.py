@@ -94,12 +94,14 @@ class TypeModel:
 
     def for_cells(self, crops: np.ndarray) -> TypeModel:
         """The model that types ``crops``, all of one run: :meth:`adapted` to them from
-        :data:`ADAPT_MIN_CELLS` on, itself with fewer or once fine-tuned.
+        :data:`ADAPT_MIN_CELLS` on, itself with fewer.
 
-        A fine-tuned last layer learned the features under the statistics it was tuned
-        with; other statistics undid its gain on a restained proxy (docs/benchmarks.md).
+        A fine-tuned model is adapted too: its last layer learned the user's cells under
+        their own microscope's statistics (``fit_types``), which many cells of that
+        microscope estimate better; below that it keeps the statistics of the user's
+        corrections.
         """
-        if len(crops) < ADAPT_MIN_CELLS or self.fine_tuned:
+        if len(crops) < ADAPT_MIN_CELLS:
             return self
         return self.adapted(crops)
 

@@ -33,6 +33,9 @@ EPOCHS = 45
 FINETUNE_EPOCHS = 12
 FINETUNE_DRAWS = 128
 FINETUNE_LR = 1e-2
+FINETUNE_SHARE = 0.25
+"""The corrections' share of a type fine-tune's draws: a half forgot 0.04-0.06 of the
+model's own cells and typed two stain proxies worse than a quarter (docs/benchmarks.md)."""
 BATCH = 32
 LR = 3e-3
 
@@ -169,6 +172,8 @@ def fit_types(
     *,
     start: TypeModel | None = None,
     weights: np.ndarray | None = None,
+    user: int = 0,
+    statistics: np.ndarray | None = None,
     epochs: int = EPOCHS,
     lr: float = LR,
     seed: int = 0,
@@ -177,7 +182,11 @@ def fit_types(
     """Train a type model on ``cells`` (those of ``types``), or continue ``start``.
 
     ``weights`` makes some cells drawn more often (a fine-tune's corrections).
-    Continuing ``start`` trains its last layer only, with its batch statistics kept.
+    Continuing ``start`` trains its last layer only. With ``statistics`` (crops of the
+    user's own cells, types not needed), the result takes their batch statistics
+    (:meth:`TypeModel.adapted`) and the first ``user`` of ``cells`` (the user's) are seen
+    through them, the others (the replay) through the start's: each microscope
+    normalised by its own statistics, as :meth:`TypeModel.for_cells` types them later.
     Returns ``None`` when stopped.
     """
     chosen = [i for i, kind in enumerate(cells.types) if kind in types]
@@ -185,6 +194,12 @@ def fit_types(
     y = torch.tensor([types.index(cells.types[i]) for i in chosen])
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    own_body: torch.nn.Module | None = None
+    mine = torch.tensor([i < user for i in chosen], dtype=torch.bool)
+    if start is not None and statistics is not None and len(statistics):
+        assert isinstance(start.network, torch.nn.Sequential)
+        own_body = start.network[:-1].eval()
+        start = start.adapted(statistics)
     model = (
         widened(start, types, cells)
         if start is not None
@@ -209,7 +224,8 @@ def fit_types(
     per_epoch = -(-draws // BATCH)
     optimiser = torch.optim.AdamW(learned.parameters(), lr, weight_decay=1e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=epochs * per_epoch)
-    # A few corrections give batch statistics of a few cells: a fine-tune keeps the start's.
+    # A batch of a few corrections has no statistics worth learning: a fine-tune's are
+    # fixed, the start's or those of all the user's cells at once (adapted above).
     network.train(start is None)
     for _ in range(epochs):
         if should_stop():
@@ -227,6 +243,10 @@ def fit_types(
             else:
                 with torch.no_grad():
                     features = body(augmented)
+                    if own_body is not None:
+                        theirs = ~mine[batch]
+                        if theirs.any():
+                            features[theirs] = own_body(augmented[theirs])
                 logits = head(features)
             loss = F.cross_entropy(logits, y[batch], weight=class_weight, label_smoothing=0.05)
             optimiser.zero_grad()
@@ -235,6 +255,19 @@ def fit_types(
             schedule.step()
     network.eval().to(memory_format=torch.contiguous_format)
     return model
+
+
+def statistics_of(source: TypeModel, model: TypeModel) -> TypeModel:
+    """A copy of ``model`` with the batch-norm statistics of ``source`` (same body)."""
+    network = copy.deepcopy(model.network)
+    theirs = [m for m in source.network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    mine = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for own, other in zip(mine, theirs, strict=True):
+        assert own.running_mean is not None and other.running_mean is not None
+        assert own.running_var is not None and other.running_var is not None
+        own.running_mean.copy_(other.running_mean)
+        own.running_var.copy_(other.running_var)
+    return TypeModel(network.eval(), model.types, model.side, model.margin, dict(model.metrics))
 
 
 def share_text(value: float | None) -> str:
@@ -260,17 +293,18 @@ def finetune_types(
     *,
     held: TypedCells | None,
     reference: TypedCells | None,
-    share: float,
+    share: float = FINETUNE_SHARE,
     seed: int = 0,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> TypeFineTune | None:
     """Continue ``start`` on the user's corrected cells ``fixes`` plus ``replayed`` cells.
 
     The corrections are drawn with probability ``share`` (all of it without replay).
-    The result is kept only if it types the ``held``-out corrections (or, with none
-    held out, the corrections themselves) better than ``start`` by more than it
-    forgets of the ``reference`` cells (the model's own dev cells). ``None`` when
-    stopped.
+    The result carries the batch statistics of the user's cells (``fixes`` and
+    ``held``; see :func:`fit_types`). It is kept only if it types the ``held``-out
+    corrections (or, with none held out, the corrections themselves) better than
+    ``start`` by more than it forgets of the ``reference`` cells (the model's own dev
+    cells, typed through the start's statistics). ``None`` when stopped.
     """
     new = sorted(set(fixes.types) - set(start.types if start else ()), key=type_order)
     types = (*(start.types if start else ()), *new)
@@ -280,11 +314,18 @@ def finetune_types(
         np.full(len(fixes), share / len(fixes)),
         np.full(len(replayed), (1 - share) / max(1, len(replayed))),
     ]
+    # The user's cells, held-out ones too (no type is read), give their microscope's
+    # batch statistics: on stains outside the training's jitter the last layer learned
+    # under them typed better, and measure then adapts it to many cells of that
+    # microscope as it does an untuned model (docs/benchmarks.md).
+    own = [fixes.crops] + ([held.crops] if held is not None and len(held) else [])
     tuned = fit_types(
         cells,
         types,
         start=start,
         weights=weights,
+        user=len(fixes),
+        statistics=np.concatenate(own) if start is not None else None,
         epochs=FINETUNE_EPOCHS if start is not None else EPOCHS,
         lr=FINETUNE_LR if start is not None else LR,
         seed=seed,
@@ -297,7 +338,9 @@ def finetune_types(
     after = accuracy(tuned, judge)
     forgetting, forgot = "", 0.0
     if reference is not None and len(reference) and start is not None:
-        remembered = accuracy(start, reference), accuracy(tuned, reference)
+        # The model's own cells are typed through their own statistics, as the replay
+        # was seen in training (and as measure types many of them).
+        remembered = accuracy(start, reference), accuracy(statistics_of(start, tuned), reference)
         forgot = max(0.0, (remembered[0] or 0.0) - (remembered[1] or 0.0))
         forgetting = (
             f"; the model's own cells: {share_text(remembered[0])} → {share_text(remembered[1])}"
