@@ -215,6 +215,15 @@ def test_a_type_fine_tune_learns_what_was_reclassified_and_forgetting_counts_aga
         share=0.5,
     )
     assert again.kept is model and "kept the starting types" in again.sentence
+    # Below STATISTICS_FROM corrected cells their statistics are mostly their own: kept.
+    few = finetune_types(
+        model,
+        _cells_of({"neutrophil": 0.85, "lymphocyte": 0.35}, 2, 8),
+        _cells_of(SHARES, 2, 9),
+        held=None,
+        reference=None,
+    )
+    assert few.tuned.network[1].running_mean.equal(model.network[1].running_mean)
 
 
 def test_the_differential_counts_types_leaves_fragments_out_and_lets_corrections_win():

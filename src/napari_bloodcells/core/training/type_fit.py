@@ -34,6 +34,9 @@ FINETUNE_EPOCHS = 12
 FINETUNE_DRAWS = 128
 FINETUNE_LR = 1e-2
 FINETUNE_SHARE = 0.25
+STATISTICS_FROM = 5
+"""Corrected cells from which a fine-tune takes their batch statistics: the statistics of
+one or two cells are mostly those cells' own (measured from 10; a choice, not measured)."""
 """The corrections' share of a type fine-tune's draws: a half forgot 0.04-0.06 of the
 model's own cells and typed two stain proxies worse than a quarter (docs/benchmarks.md)."""
 BATCH = 32
@@ -318,14 +321,15 @@ def finetune_types(
     # batch statistics: on stains outside the training's jitter the last layer learned
     # under them typed better, and measure then adapts it to many cells of that
     # microscope as it does an untuned model (docs/benchmarks.md).
-    own = [fixes.crops] + ([held.crops] if held is not None and len(held) else [])
+    own = np.concatenate([fixes.crops] + ([held.crops] if held is not None and len(held) else []))
+    own_statistics = start is not None and len(own) >= STATISTICS_FROM
     tuned = fit_types(
         cells,
         types,
         start=start,
         weights=weights,
         user=len(fixes),
-        statistics=np.concatenate(own) if start is not None else None,
+        statistics=own if own_statistics else None,
         epochs=FINETUNE_EPOCHS if start is not None else EPOCHS,
         lr=FINETUNE_LR if start is not None else LR,
         seed=seed,
