@@ -48,6 +48,8 @@ from napari_bloodcells.core.training.type_fit import (
 
 TYPES = ("neutrophil", "lymphocyte", "monocyte", "eosinophil")
 CORRECTIONS = 10
+SHARE = 0.75
+"""The corrections' share of a fine-tune's draws: the product's ``correction_share``."""
 
 
 def restained(cells: TypedCells) -> TypedCells:
@@ -171,7 +173,9 @@ def main() -> None:
             fixes = stained_train.subset([picked[i] for i in kept_idx])
             held = stained_train.subset([picked[i] for i in held_idx])
             replayed = train.subset([i for i in range(len(train)) if i not in picked])
-            tuned = finetune_types(model, fixes, replayed, held=held, reference=test, seed=fold)
+            tuned = finetune_types(
+                model, fixes, replayed, held=held, reference=test, share=SHARE, seed=fold
+            )
             shown_truth[name] += list(stained_test.types)
             ways = {
                 "zero-shot": model,

@@ -222,6 +222,7 @@ def test_a_type_fine_tune_learns_what_was_reclassified_and_forgetting_counts_aga
         _cells_of(SHARES, 2, 9),
         held=None,
         reference=None,
+        share=0.5,
     )
     assert few.tuned.network[1].running_mean.equal(model.network[1].running_mean)
 

@@ -33,12 +33,9 @@ EPOCHS = 45
 FINETUNE_EPOCHS = 12
 FINETUNE_DRAWS = 128
 FINETUNE_LR = 1e-2
-FINETUNE_SHARE = 0.25
 STATISTICS_FROM = 5
 """Corrected cells from which a fine-tune takes their batch statistics: the statistics of
-one or two cells are mostly those cells' own (measured from 10; a choice, not measured)."""
-"""The corrections' share of a type fine-tune's draws: a half forgot 0.04-0.06 of the
-model's own cells and typed two stain proxies worse than a quarter (docs/benchmarks.md)."""
+one or two cells are mostly those cells' own (a choice; the benchmark measured 10)."""
 BATCH = 32
 LR = 3e-3
 
@@ -197,12 +194,8 @@ def fit_types(
     y = torch.tensor([types.index(cells.types[i]) for i in chosen])
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    own_body: torch.nn.Module | None = None
     mine = torch.tensor([i < user for i in chosen], dtype=torch.bool)
-    if start is not None and statistics is not None and len(statistics):
-        assert isinstance(start.network, torch.nn.Sequential)
-        own_body = start.network[:-1].eval()
-        start = start.adapted(statistics)
+    start, own_body = _in_user_statistics(start, statistics)
     model = (
         widened(start, types, cells)
         if start is not None
@@ -244,13 +237,7 @@ def fit_types(
             if start is None:
                 logits = network(augmented)
             else:
-                with torch.no_grad():
-                    features = body(augmented)
-                    if own_body is not None:
-                        theirs = ~mine[batch]
-                        if theirs.any():
-                            features[theirs] = own_body(augmented[theirs])
-                logits = head(features)
+                logits = head(_features(augmented, body, own_body, ~mine[batch]))
             loss = F.cross_entropy(logits, y[batch], weight=class_weight, label_smoothing=0.05)
             optimiser.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
@@ -258,6 +245,27 @@ def fit_types(
             schedule.step()
     network.eval().to(memory_format=torch.contiguous_format)
     return model
+
+
+def _in_user_statistics(
+    start: TypeModel | None, statistics: np.ndarray | None
+) -> tuple[TypeModel | None, torch.nn.Module | None]:
+    """``start`` adapted to ``statistics`` (if any), and the body it had before."""
+    if start is None or statistics is None or not len(statistics):
+        return start, None
+    assert isinstance(start.network, torch.nn.Sequential)
+    return start.adapted(statistics), start.network[:-1].eval()
+
+
+@torch.no_grad()
+def _features(
+    x: torch.Tensor, body: torch.nn.Module, own_body: torch.nn.Module | None, theirs: torch.Tensor
+) -> torch.Tensor:
+    """The features of ``x`` through ``body``, those of ``theirs`` through ``own_body``."""
+    features: torch.Tensor = body(x)
+    if own_body is not None and bool(theirs.any()):
+        features[theirs] = own_body(x[theirs])
+    return features
 
 
 def statistics_of(source: TypeModel, model: TypeModel) -> TypeModel:
@@ -296,7 +304,7 @@ def finetune_types(
     *,
     held: TypedCells | None,
     reference: TypedCells | None,
-    share: float = FINETUNE_SHARE,
+    share: float,
     seed: int = 0,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> TypeFineTune | None:

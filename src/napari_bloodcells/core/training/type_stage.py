@@ -1,8 +1,8 @@
 """The cell-type stage that ends a training run whose pairs have types.
 
 A new model learns the types of its training split and is scored on its dev split.
-A fine-tune retrains the starting model's last layer on the corrections (a quarter of
-the draws, ``FINETUNE_SHARE``) plus the replayed cells, and keeps the result only
+A fine-tune retrains the starting model's last layer on the corrections (drawn as often
+as in the segmentation's batches) plus the replayed cells, and keeps the result only
 if the held-out corrections are typed better; the replay's dev cells measure what it
 forgot. Both numbers are said, as for the segmentation.
 """
@@ -80,6 +80,7 @@ def _finetune_types(run: Run, plan: FineTunePlan) -> Generator[Notice, None, Typ
         typed_cells(plan.pool.subset(range(plan.corrections, len(plan.pool)))),
         held=typed_cells(plan.dev) if plan.dev_held_out else None,
         reference=typed_cells(plan.reference) if plan.reference is not None else None,
+        share=plan.share,
         seed=run.config.seed,
         should_stop=run.stop_asked,
     )
