@@ -1,10 +1,10 @@
 """The cell-type stage that ends a training run whose pairs have types.
 
 A new model learns the types of its training split and is scored on its dev split.
-A fine-tune retrains the starting model's last layer on the corrections (drawn as often
-as in the segmentation's batches) plus the replayed cells, and keeps the result only
-if the held-out corrections are typed better; the replay's dev cells measure what it
-forgot. Both numbers are said, as for the segmentation.
+A fine-tune retrains the starting model's last layer on the corrections (at most a
+quarter of the draws unless they bring a new type) plus the replayed cells, and keeps
+the result only if the held-out corrections are typed better; the replay's dev cells
+measure what it forgot. Both numbers are said, as for the segmentation.
 """
 
 from __future__ import annotations
