@@ -273,15 +273,13 @@ def _features(
 
 
 def statistics_of(source: TypeModel, model: TypeModel) -> TypeModel:
-    """A copy of ``model`` with the batch-norm statistics of ``source`` (same body)."""
-    network = copy.deepcopy(model.network)
-    theirs = [m for m in source.network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    mine = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for own, other in zip(mine, theirs, strict=True):
-        assert own.running_mean is not None and other.running_mean is not None
-        assert own.running_var is not None and other.running_var is not None
-        own.running_mean.copy_(other.running_mean)
-        own.running_var.copy_(other.running_var)
+    """``model`` with the body of ``source``: a fine-tune changes only the last layer and the
+    batch statistics, so this is ``model`` under ``source``'s statistics."""
+    network = copy.deepcopy(source.network)
+    assert isinstance(network, torch.nn.Sequential) and isinstance(
+        model.network, torch.nn.Sequential
+    )
+    network[-1] = copy.deepcopy(model.network[-1])
     return TypeModel(network.eval(), model.types, model.side, model.margin, dict(model.metrics))
 
 
@@ -336,15 +334,15 @@ def finetune_types(
     # batch statistics: on stains outside the training's jitter the last layer learned
     # under them typed better, and measure then adapts it to many cells of that
     # microscope as it does an untuned model (docs/benchmarks.md).
-    own = np.concatenate([fixes.crops] + ([held.crops] if held is not None and len(held) else []))
-    own_statistics = start is not None and len(own) >= STATISTICS_FROM
+    users = [fixes.crops] + ([held.crops] if held is not None and len(held) else [])
+    own_statistics = start is not None and sum(map(len, users)) >= STATISTICS_FROM
     tuned = fit_types(
         cells,
         types,
         start=start,
         weights=weights,
         user=len(fixes),
-        statistics=own if own_statistics else None,
+        statistics=np.concatenate(users) if own_statistics else None,
         epochs=FINETUNE_EPOCHS if start is not None else EPOCHS,
         lr=FINETUNE_LR if start is not None else LR,
         seed=seed,
