@@ -123,8 +123,10 @@ def _where(
 _RED_CELLS = 16
 """Red cells pasted into an image at most, in three clumps."""
 _PLATELETS = 4
-_EMPTY_SHARE = 0.1
-"""Share of the painted images that become fields without a white cell."""
+_SHIFTED_SHARE = 0.25
+"""Share of the painted images whose white cell is moved aside (:func:`_shift_aside`)."""
+_SHIFT = 0.75
+"""Largest move of the white cell, as a share of the patch's side, along each axis."""
 _RED_CELL_COLOURS = torch.tensor(
     [[0.87, 0.60, 0.62], [0.78, 0.52, 0.55], [0.70, 0.45, 0.52], [0.80, 0.47, 0.40]]
 )
@@ -214,10 +216,13 @@ def paste_smear(
     white cell's diameter), and up to :data:`_PLATELETS` dots. They are painted
     only where the mask says background (or not labelled), so the white cell
     stays on top and the labels do not change: everything pasted is background.
-    A tenth of the chosen images become fields with no white cell at all (the
-    image's own background colour, red cells and platelets, all labelled
-    background), as most crops of a real field are: without them every patch
-    holds a white cell, and a lone clump of red cells is taken for one.
+    A quarter of the chosen images first have their white cell moved aside
+    (:func:`_shift_aside`), so red cells also lie far from it and sometimes
+    fill the whole patch, as in most crops of a real field. Without that every
+    patch holds a white cell in its middle, and a lone clump of red cells is
+    taken for one. Whole patches emptied of their white cell instead (a tenth
+    of them) taught a resnet18 network to call a whole field of another
+    microscope background, white cells included (docs/benchmarks.md).
 
     Parameters
     ----------
@@ -233,8 +238,8 @@ def paste_smear(
     Returns
     -------
     tuple of Tensor
-        The images, painted where chosen, and the masks (all background where
-        an image became an empty field).
+        The images, painted where chosen, and the masks (moved with the
+        images whose white cell was moved aside).
     """
     draws = torch.rand(images.shape[0], 2, generator=generator)
     chosen = (draws[:, 0] < chance).nonzero()[:, 0]
@@ -243,22 +248,44 @@ def paste_smear(
     # Only the chosen images are drawn on: the per-pixel work is a few ms per image.
     on_device = chosen.to(images.device)
     part, part_masks = images[on_device], masks[on_device]
-    empty = (draws[chosen, 1] < _EMPTY_SHARE).to(images.device)
-    if bool(empty.any()):
-        background = (part_masks == 0)[:, None].to(images.dtype)
-        seen = background.sum((2, 3)).clamp(min=1)
-        plain = (part * background).sum((2, 3)) / seen  # each image's own background colour
-        # An image that shows no background at all gives its overall mean instead.
-        plain = torch.where(seen > 1, plain, part.mean((2, 3)))
-        grain = 0.02 * torch.randn(part.shape, generator=generator).to(part.device, part.dtype)
-        field = (plain[..., None, None] + grain).clamp(0, 1)
-        part = torch.where(empty.view(-1, 1, 1, 1), field, part)
-        part_masks = torch.where(empty.view(-1, 1, 1), torch.zeros_like(part_masks), part_masks)
+    moved = (draws[chosen, 1] < _SHIFTED_SHARE).nonzero()[:, 0].to(images.device)
+    if len(moved):
+        part[moved], part_masks[moved] = _shift_aside(part[moved], part_masks[moved], generator)
     painted = _paint_smear(part, part_masks, generator)
     return (
         images.index_copy(0, on_device, painted),
         masks.index_copy(0, on_device, part_masks),
     )
+
+
+def _shift_aside(
+    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each image by up to :data:`_SHIFT` of its side, filling with its background.
+
+    What comes into view is the image's own background colour, labelled
+    background, which the red cells painted afterwards then cover: a crop of
+    a real field, where red cells lie beside a white cell that may be cut by
+    the edge. The same patch then holds a white cell and red cells far from
+    it, so whether a blob is a cell has to be decided where it is, not from
+    the patch as a whole.
+    """
+    n, _, h, w = images.shape
+    background = (masks == 0)[:, None].to(images.dtype)
+    seen = background.sum((2, 3)).clamp(min=1)
+    plain = (images * background).sum((2, 3)) / seen  # each image's own background colour
+    # An image that shows no background at all gives its overall mean instead.
+    plain = torch.where(seen > 1, plain, images.mean((2, 3)))
+    grain = 0.02 * torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
+    out = (plain[..., None, None] + grain).clamp(0, 1)
+    out_masks = torch.zeros_like(masks)
+    moves = (torch.rand(n, 2, generator=generator) * 2 - 1) * _SHIFT * torch.tensor([h, w])
+    for i, (dy, dx) in enumerate(moves.round().long().tolist()):
+        into = (slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0)))
+        take = (slice(max(-dy, 0), h - max(dy, 0)), slice(max(-dx, 0), w - max(dx, 0)))
+        out[i, :, into[0], into[1]] = images[i, :, take[0], take[1]]
+        out_masks[i, into[0], into[1]] = masks[i, take[0], take[1]]
+    return out, out_masks
 
 
 def zoom(
