@@ -18,7 +18,7 @@ by 10 %. As a user would:
 Steps 3-5 run for several draws of the 10 fields; the medians are reported.
 
     python benchmarks/smear_fields.py base.pt [--draws 5] [--corrections 10]
-        [--fields ../shared/data/BCCD-trainval] [--json out.json]
+        [--fields ../shared/data/BCCD-trainval] [--json out.json] [--leave-cells]
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ import numpy as np
 from PIL import Image
 
 from _common import bloodcell_data, hardware, median, write_json
+from napari_bloodcells.core.base.classes import UNLABELLED
 from napari_bloodcells.core.base.metrics import score_labels
 from napari_bloodcells.core.data.dataset import read_image, split_indices
 from napari_bloodcells.core.data.smear_fields import (
     Field,
     NucleusScore,
+    inside_mask,
     keep_inside,
     load_fields,
     score_nucleus,
@@ -74,11 +76,19 @@ def dataset1_dev(model: TrainedModel) -> tuple[float, float]:
     return scores.dice[1], scores.dice[2]
 
 
-def write_corrections(model: TrainedModel, fields: list[Field], scale: float, root: Path) -> Path:
-    """Segment ``fields``, erase outside the white cells, write ``root/{images,masks}``."""
+def write_corrections(
+    model: TrainedModel, fields: list[Field], scale: float, root: Path, leave_cells: bool = False
+) -> Path:
+    """Segment ``fields``, erase outside the white cells, write ``root/{images,masks}``.
+
+    With ``leave_cells`` the white cells' boxes are left unlabelled (255) instead
+    of kept as predicted: the user only erases what is wrong.
+    """
     for field in fields:
         image = read_image(field.image_path)
         labels = keep_inside(segment_image(model, image, scale=scale)[0], field.white_cells)
+        if leave_cells:
+            labels[inside_mask(field.white_cells, labels.shape)] = UNLABELLED
         for sub, array in (("images", image), ("masks", labels)):
             path = root / sub / f"{field.name}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +129,11 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--corrections", type=int, default=10)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--leave-cells",
+        action="store_true",
+        help="correct by erasing only: the white cells' boxes stay unlabelled (255)",
+    )
     args = parser.parse_args()
     print(hardware())
 
@@ -140,7 +155,9 @@ def main() -> None:
     for draw in range(args.draws):
         chosen = random.Random(draw).sample(train_fields, args.corrections)
         with tempfile.TemporaryDirectory() as tmp:
-            folder = write_corrections(base, chosen, scale, Path(tmp) / "fields")
+            folder = write_corrections(
+                base, chosen, scale, Path(tmp) / "fields", leave_cells=args.leave_cells
+            )
             seconds, printed = fine_tune(args.base, folder, scale, Path(tmp) / "ft.pt")
             tuned = load_checkpoint(Path(tmp) / "ft.pt")
         after = score_fields(tuned, val_fields, scale)

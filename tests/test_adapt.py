@@ -11,6 +11,7 @@ import torch
 from bad_inputs import untrained_model
 from napari_bloodcells import cli
 from napari_bloodcells.core.base.classes import UNLABELLED
+from napari_bloodcells.core.base.metrics import score_labels
 from napari_bloodcells.core.data.dataset import SegmentationData
 from napari_bloodcells.core.events import Notice, ScheduleChosen, run_to_end
 from napari_bloodcells.core.inference.magnification import (
@@ -91,7 +92,7 @@ def test_partial_labels_train_and_an_all_unlabelled_layer_is_refused(few_cells, 
     nothing = SegmentationData(
         list(few_cells.images), [np.full_like(m, UNLABELLED) for m in few_cells.masks]
     )
-    with pytest.raises(DataError, match="all background"):
+    with pytest.raises(DataError, match="not labelled"):
         next(train(native_config, nothing))
 
 
@@ -276,6 +277,12 @@ def test_the_outcome_names_both_numbers_and_what_was_kept():
         start, start, names, held_out=True, best_round=replace(worse, dice=(0.9, 0.6, 0.9))
     )
     assert lost.endswith("that is no gain, so the starting model is kept.")
+    # Corrections that only erase are scored on background, where gains are small:
+    # a third decimal shows a change that two would hide.
+    erased = replace(start, dice=(0.9954, 0.5, 0.5), classes=(0,))
+    cleaner = replace(worse, dice=(0.9978, 0.5, 0.5), classes=(0,))
+    said = outcome_sentence(erased, erased, names, held_out=True, best_round=cleaner)
+    assert said.startswith("Your held-out corrections: background 0.995 → 0.998 with round 2")
 
 
 def test_a_finetune_with_held_out_corrections_says_both_numbers(
@@ -328,3 +335,37 @@ def test_an_image_unlike_the_training_images_is_said_once_per_job(
         Image.fromarray(strange).save(tmp_path / f"strange{i}.png")
     events = list(segment_files(base_model, [tmp_path], tmp_path / "out"))
     assert sum(isinstance(e, Notice) and "looks unlike" in e.message for e in events) == 1
+
+
+def test_a_finetune_learns_from_corrections_that_only_erase(
+    few_cells, base_model, native_config, bloodcells
+):
+    # A user who erases the cells painted on red cells and leaves the white cell
+    # unlabelled: background and 255 only. A new model cannot learn from that,
+    # a fine-tune can.
+    erased = [np.where(m == 0, 0, UNLABELLED).astype(np.uint8) for m in few_cells.masks[:6]]
+    corrections = SegmentationData(list(few_cells.images[:6]), erased)
+    with pytest.raises(DataError, match="all background"):
+        next(train(native_config, corrections))
+    config = native_config.with_changes(schedule="finetune", finetune_lr=3e-3, finetune_steps=10)
+    replay = bloodcells.subset(range(100, 140))
+    result = run_to_end(train(config, corrections, init=base_model, replay=replay))
+    # Scored on what the user labelled: the background they erased to.
+    assert result.outcome.startswith("Your held-out corrections: background ")
+    assert "cytoplasm" not in result.outcome and "the model's own data: " in result.outcome
+
+
+def test_a_correction_score_averages_the_classes_the_labels_hold():
+    truth = np.array([[0, 0, 1, 1], [0, 0, 2, 2]], np.uint8)
+    painted_red_cell = np.array([[2, 0, 1, 1], [0, 0, 2, 2]], np.uint8)
+    both = score_labels([painted_red_cell], [truth], 3)
+    assert both.scored_classes() == (1, 2)
+    assert both.correction_score() == pytest.approx((1.0 + 2 * 2 / 5) / 2)
+    erased = np.where(truth == 0, 0, UNLABELLED).astype(np.uint8)
+    only_erased = score_labels([painted_red_cell], [erased], 3)
+    assert only_erased.scored_classes() == (0,)
+    # 3 of the 4 erased pixels left as background: Dice 2*3 / (2*3 + 1).
+    assert only_erased.correction_score() == pytest.approx(6 / 7)
+    # The foreground mean sees 1 for a class never painted on the erased pixels and
+    # 0 for one painted once, however much of the rest was erased.
+    assert only_erased.mean_foreground_dice() == 0.5

@@ -66,7 +66,7 @@ class DataPicker(Container):
         self._update_visible()
         self.reset_choices()
 
-    def training_data(self) -> tuple[TrainingData, str]:
+    def training_data(self, continuing: bool = False) -> tuple[TrainingData, str]:
         """The chosen data, as :func:`~napari_bloodcells.core.jobs.training_job` takes it.
 
         Layer data are copied here, on the main thread, so the worker never
@@ -81,7 +81,8 @@ class DataPicker(Container):
         source = self.source.value
         if source == FROM_LAYERS:
             data = training_pairs(self.image_layer.value, self.labels_layer.value)
-            data.check_foreground()
+            # A fine-tune learns from erasing alone; a new model needs cells too.
+            data.check_labelled() if continuing else data.check_foreground()
             return data, f"{len(data)} image(s) of '{self.image_layer.value.name}'"
         if source == FROM_FOLDER:
             folder = single_path(self.folder)

@@ -251,7 +251,7 @@ class TrainWidget(JobWidget):
             if finetune:
                 config = config.with_changes(schedule="finetune")
             init, init_text = self.settings.starting_model()
-            data, data_text = self.data.training_data()
+            data, data_text = self.data.training_data(continuing=init is not None)
         except BloodcellsError as exc:
             show_error(str(exc))
             return

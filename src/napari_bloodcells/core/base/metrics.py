@@ -46,7 +46,8 @@ class ConfusionMatrix:
         # A class absent from both truth and prediction was segmented perfectly.
         dice = torch.where(dice_den > 0, 2 * tp / dice_den.clamp(min=1), torch.ones_like(tp))
         iou = torch.where(iou_den > 0, tp / iou_den.clamp(min=1), torch.ones_like(tp))
-        return Scores(tuple(dice.tolist()), tuple(iou.tolist()))
+        labelled = tuple(int(n) for n in self.matrix.sum(1).tolist())
+        return Scores(tuple(dice.tolist()), tuple(iou.tolist()), labelled)
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,32 @@ class Scores:
 
     dice: tuple[float, ...]
     iou: tuple[float, ...]
+    labelled: tuple[int, ...] = ()
+    """Labelled pixels of each class in the truth; empty when not counted."""
 
     def mean_foreground_dice(self) -> float:
         """Mean Dice over all classes but background (class 0); the model-selection score."""
         fg = self.dice[1:] or self.dice
         return float(sum(fg) / len(fg))
+
+    def scored_classes(self) -> tuple[int, ...]:
+        """The classes :meth:`correction_score` averages.
+
+        The foreground classes that the truth labels; background alone when it
+        labels none, as corrections that only erase do (the cells the model
+        painted on red cells erased, the white cell left unlabelled). A class
+        the truth does not hold has a Dice of 0 or 1 whatever the model does
+        elsewhere, so it would only add noise.
+        """
+        if not self.labelled:
+            return tuple(range(1, len(self.dice))) or (0,)
+        held = tuple(k for k in range(1, len(self.dice)) if self.labelled[k] > 0)
+        return held or (0,)
+
+    def correction_score(self) -> float:
+        """Mean Dice over :meth:`scored_classes`: how well a model fits the user's corrections."""
+        classes = self.scored_classes()
+        return float(sum(self.dice[k] for k in classes) / len(classes))
 
 
 def score_labels(preds: list[np.ndarray], targets: list[np.ndarray], num_classes: int) -> Scores:

@@ -148,10 +148,24 @@ class SegmentationData:
 
     def check_foreground(self) -> None:
         """Raise :class:`DataError` if no mask has a labelled cell pixel: nothing to learn from."""
+        self.check_labelled()
         if not any(((m > 0) & (m != UNLABELLED)).any() for m in self.masks):
             raise DataError(
                 "The labels are all background (0); paint some cytoplasm (1) and nucleus (2) "
                 "before training."
+            )
+
+    def check_labelled(self) -> None:
+        """Raise :class:`DataError` if every pixel of every mask is unlabelled.
+
+        A fine-tune learns from corrections that only erase (background where
+        the model painted cells, the rest unlabelled); a new model needs cells
+        as well (:meth:`check_foreground`).
+        """
+        if all(bool((m == UNLABELLED).all()) for m in self.masks):
+            raise DataError(
+                f"Every label is 'not labelled' ({UNLABELLED}); paint or erase what the model "
+                "got wrong before training."
             )
 
     def check_classes(self, num_classes: int) -> None:

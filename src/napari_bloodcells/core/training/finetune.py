@@ -14,7 +14,10 @@ The ``finetune`` schedule (``TrainConfig.schedule``) answers each:
 - **The user's corrections choose.** With 5 or more corrections a fifth of them
   (at least one) is held out and scores every candidate; with fewer, the
   candidates are scored on the corrections they trained on, and the outcome
-  says so. The starting model is candidate 0.
+  says so. The starting model is candidate 0. A candidate's fit is its mean
+  Dice over the foreground classes the corrections label, or over background
+  when they label none: a user may only erase what the model painted wrong and
+  leave the white cell unlabelled (``Scores.correction_score``).
 - **Forgetting is a cost, not a veto.** Each candidate's mean foreground Dice on
   the replay's own dev images is measured; a drop below the starting model's
   is subtracted from its gain on the corrections (:func:`selection_score`). A
@@ -206,12 +209,17 @@ class Candidate:
         Mean foreground Dice on the replay's dev images; ``None`` without replay.
     score : float
         :func:`selection_score`: the higher, the better.
+    classes : tuple of int
+        The classes the score averages and the outcome names
+        (:meth:`~napari_bloodcells.core.base.metrics.Scores.scored_classes`);
+        empty means every class but background.
     """
 
     name: str
     dice: tuple[float, ...]
     reference: float | None
     score: float
+    classes: tuple[int, ...] = ()
 
 
 def outcome_sentence(
@@ -234,23 +242,27 @@ def outcome_sentence(
         if held_out
         else "Your corrections (too few to hold any out, so the ones trained on choose)"
     )
+    classes = start.classes or tuple(range(1, len(start.dice)))
     pairs = ", ".join(
-        f"{name} {before:.2f} → {after:.2f}"
-        for name, before, after in zip(
-            class_names[1:], start.dice[1:], shown.dice[1:], strict=False
-        )
+        f"{class_names[k]} {_before_after(start.dice[k], shown.dice[k])}" for k in classes
     )
     own = ""
     if start.reference is not None and shown.reference is not None:
         own = f"; the model's own data: {shown.reference - start.reference:+.3f}"
     if shown is kept:
         return f"{whose}: {pairs}{own}; kept {kept.name}."
-    gained = sum(shown.dice[1:]) > sum(start.dice[1:])
+    gained = sum(shown.dice[k] for k in classes) > sum(start.dice[k] for k in classes)
     why = "a gain smaller than what it forgot" if gained else "no gain"
     return (
         f"{whose}: {pairs} with {shown.name}, the best tried{own}; that is {why}, so the "
         "starting model is kept."
     )
+
+
+def _before_after(before: float, after: float) -> str:
+    """ "0.70 → 0.89", with a third decimal where two would hide a change."""
+    digits = 2 if f"{before:.2f}" != f"{after:.2f}" or before == after else 3
+    return f"{before:.{digits}f} → {after:.{digits}f}"
 
 
 def same_dev_split(a: TrainedModel, b: TrainedModel) -> bool:

@@ -38,10 +38,11 @@ def try_blends(
         _, cm, _ = run.evaluate_dev()
         remembered = run.reference_dice()
         scores = cm.scores()
-        score = selection_score(scores.mean_foreground_dice(), remembered, start.reference)
+        score = selection_score(scores.correction_score(), remembered, start.reference)
         if score > best.score:
             name = f"{kept.name} blended {share:.0%} with the starting model"
-            best, best_state = Candidate(name, scores.dice, remembered, score), state
+            candidate = Candidate(name, scores.dice, remembered, score, start.classes)
+            best, best_state = candidate, state
     return best, best_state
 
 

@@ -146,9 +146,13 @@ def _start(
         # A fine-tune never ends worse than it began.
         _, start_cm, _ = run.evaluate_dev()
         scores = start_cm.scores()
-        keeper.score = scores.mean_foreground_dice()
+        keeper.score = scores.correction_score()
         progress.start = Candidate(
-            "the starting model", scores.dice, run.reference_dice(), keeper.score
+            "the starting model",
+            scores.dice,
+            run.reference_dice(),
+            keeper.score,
+            scores.scored_classes(),
         )
     yield TrainingStarted(
         _device_name(run.device),
@@ -246,9 +250,12 @@ def _epoch(
     remembered = run.reference_dice()
     start = progress.start
     reference = start.reference if start is not None else None
-    score = selection_score(scores.mean_foreground_dice(), remembered, reference)
+    fit = scores.mean_foreground_dice() if start is None else scores.correction_score()
+    score = selection_score(fit, remembered, reference)
     if start is not None:
-        progress.rounds[epoch] = Candidate(f"round {epoch}", scores.dice, remembered, score)
+        progress.rounds[epoch] = Candidate(
+            f"round {epoch}", scores.dice, remembered, score, start.classes
+        )
     improved = keeper.keep_if_best(score, epoch)
     if improved and (notice := keeper.save_if_due(run.model, progress.history)):
         yield notice

@@ -238,7 +238,10 @@ def _checked(
         )
     data = data.rescaled(config.scale)
     data.check_classes(classes.num_classes)
-    data.check_foreground()
+    if init is None:
+        data.check_foreground()
+    else:  # corrections may only erase: the start already knows what cells look like
+        data.check_labelled()
     if config.schedule == "finetune" and replay is not None:
         replay.check_classes(classes.num_classes)
     return config, data, classes
