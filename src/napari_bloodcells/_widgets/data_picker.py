@@ -81,8 +81,7 @@ class DataPicker(Container):
         source = self.source.value
         if source == FROM_LAYERS:
             data = training_pairs(self.image_layer.value, self.labels_layer.value)
-            # A fine-tune learns from erasing alone; a new model needs cells too.
-            data.check_labelled() if continuing else data.check_foreground()
+            data.check_learnable(continuing)
             return data, f"{len(data)} image(s) of '{self.image_layer.value.name}'"
         if source == FROM_FOLDER:
             folder = single_path(self.folder)

@@ -56,8 +56,8 @@ class Scores:
 
     dice: tuple[float, ...]
     iou: tuple[float, ...]
-    labelled: tuple[int, ...] = ()
-    """Labelled pixels of each class in the truth; empty when not counted."""
+    labelled: tuple[int, ...]
+    """Labelled pixels of each class in the truth."""
 
     def mean_foreground_dice(self) -> float:
         """Mean Dice over all classes but background (class 0); the model-selection score."""
@@ -73,8 +73,6 @@ class Scores:
         the truth does not hold has a Dice of 0 or 1 whatever the model does
         elsewhere, so it would only add noise.
         """
-        if not self.labelled:
-            return tuple(range(1, len(self.dice))) or (0,)
         held = tuple(k for k in range(1, len(self.dice)) if self.labelled[k] > 0)
         return held or (0,)
 

@@ -146,26 +146,22 @@ class SegmentationData:
             images, masks, list(self.names), list(self.notices), list(self.types)
         )
 
-    def check_foreground(self) -> None:
-        """Raise :class:`DataError` if no mask has a labelled cell pixel: nothing to learn from."""
-        self.check_labelled()
-        if not any(((m > 0) & (m != UNLABELLED)).any() for m in self.masks):
-            raise DataError(
-                "The labels are all background (0); paint some cytoplasm (1) and nucleus (2) "
-                "before training."
-            )
+    def check_learnable(self, continuing: bool = False) -> None:
+        """Raise :class:`DataError` if the labels hold nothing to learn from.
 
-    def check_labelled(self) -> None:
-        """Raise :class:`DataError` if every pixel of every mask is unlabelled.
-
-        A fine-tune learns from corrections that only erase (background where
-        the model painted cells, the rest unlabelled); a new model needs cells
-        as well (:meth:`check_foreground`).
+        A fine-tune (``continuing``) learns from corrections that only erase
+        (background where the model painted cells, the rest unlabelled); a new
+        model needs some cytoplasm or nucleus as well.
         """
         if all(bool((m == UNLABELLED).all()) for m in self.masks):
             raise DataError(
                 f"Every label is 'not labelled' ({UNLABELLED}); paint or erase what the model "
                 "got wrong before training."
+            )
+        if not continuing and not any(((m > 0) & (m != UNLABELLED)).any() for m in self.masks):
+            raise DataError(
+                "The labels are all background (0); paint some cytoplasm (1) and nucleus (2) "
+                "before training."
             )
 
     def check_classes(self, num_classes: int) -> None:

@@ -210,7 +210,8 @@ class Candidate:
     score : float
         :func:`selection_score`: the higher, the better.
     classes : tuple of int
-        The classes the score averages and the outcome names
+        The starting model's only: the classes every candidate's score averages
+        and the outcome names, since all are scored on the same corrections
         (:meth:`~napari_bloodcells.core.base.metrics.Scores.scored_classes`);
         empty means every class but background.
     """

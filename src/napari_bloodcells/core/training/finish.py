@@ -41,8 +41,7 @@ def try_blends(
         score = selection_score(scores.correction_score(), remembered, start.reference)
         if score > best.score:
             name = f"{kept.name} blended {share:.0%} with the starting model"
-            candidate = Candidate(name, scores.dice, remembered, score, start.classes)
-            best, best_state = candidate, state
+            best, best_state = Candidate(name, scores.dice, remembered, score), state
     return best, best_state
 
 

@@ -253,9 +253,7 @@ def _epoch(
     fit = scores.mean_foreground_dice() if start is None else scores.correction_score()
     score = selection_score(fit, remembered, reference)
     if start is not None:
-        progress.rounds[epoch] = Candidate(
-            f"round {epoch}", scores.dice, remembered, score, start.classes
-        )
+        progress.rounds[epoch] = Candidate(f"round {epoch}", scores.dice, remembered, score)
     improved = keeper.keep_if_best(score, epoch)
     if improved and (notice := keeper.save_if_due(run.model, progress.history)):
         yield notice

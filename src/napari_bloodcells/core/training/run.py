@@ -238,10 +238,8 @@ def _checked(
         )
     data = data.rescaled(config.scale)
     data.check_classes(classes.num_classes)
-    if init is None:
-        data.check_foreground()
-    else:  # corrections may only erase: the start already knows what cells look like
-        data.check_labelled()
+    # Corrections may only erase: the start already knows what cells look like.
+    data.check_learnable(continuing=init is not None)
     if config.schedule == "finetune" and replay is not None:
         replay.check_classes(classes.num_classes)
     return config, data, classes
