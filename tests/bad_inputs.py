@@ -59,6 +59,7 @@ class BadInputs:
         "truncated image": "replace or remove the damaged file",
         "image with no finite values": "holds no finite values",
         "all background": "all background",
+        "nothing labelled": "Every label is 'not labelled' (255)",
     }
     CHECKPOINTS: ClassVar[dict[str, str]] = {
         "foreign checkpoint": "is not a napari-bloodcells model",
@@ -115,6 +116,9 @@ class BadInputs:
         elif case == "all background":
             for path in masks.glob("*.png"):
                 Image.fromarray(np.zeros_like(np.asarray(Image.open(path)))).save(path)
+        elif case == "nothing labelled":
+            for path in masks.glob("*.png"):
+                Image.fromarray(np.full_like(np.asarray(Image.open(path)), 255)).save(path)
         else:
             raise KeyError(case)
         return root
