@@ -11,7 +11,7 @@ import torch
 from bad_inputs import untrained_model
 from napari_bloodcells import cli
 from napari_bloodcells.core.base.classes import UNLABELLED
-from napari_bloodcells.core.base.metrics import score_labels
+from napari_bloodcells.core.base.metrics import ConfusionMatrix, score_labels
 from napari_bloodcells.core.data.dataset import SegmentationData
 from napari_bloodcells.core.events import Notice, ScheduleChosen, run_to_end
 from napari_bloodcells.core.inference.magnification import (
@@ -31,6 +31,8 @@ from napari_bloodcells.core.training.finetune import (
     plan_finetune,
     selection_score,
 )
+from napari_bloodcells.core.training.finish import try_blends
+from napari_bloodcells.core.training.keeper import BestModelKeeper
 from napari_bloodcells.core.training.loop import train
 from napari_bloodcells.core.training.losses import LOSSES, Objective
 from napari_bloodcells.core.training.size_fit import fit_size_model
@@ -369,3 +371,42 @@ def test_a_correction_score_averages_the_classes_the_labels_hold():
     # The foreground mean sees 1 for a class never painted on the erased pixels and
     # 0 for one painted once, however much of the rest was erased.
     assert only_erased.mean_foreground_dice() == 0.5
+
+
+def test_a_blend_is_tried_and_kept_even_where_the_start_beat_every_round():
+    network = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(network.weight)
+
+    class Run:
+        """One weight w; the labels are best matched at w = 0.5, half way to the round."""
+
+        def __init__(self):
+            self.network = network
+
+        def evaluate_dev(self):
+            w = float(network.weight.detach())
+            wrong = round(abs(w - 0.5) * 16)
+            cm = ConfusionMatrix(3)
+            truth = np.array([1] * 10 + [2] * 10)
+            pred = truth.copy()
+            pred[:wrong] = 2
+            cm.update(pred, truth)
+            return 0.0, cm, ()
+
+        def reference_dice(self):
+            return None
+
+    run = Run()
+    keeper = BestModelKeeper(network, None)
+    start_scores = run.evaluate_dev()[1].scores()
+    keeper.score = start_scores.correction_score()
+    start = Candidate("the starting model", start_scores.dice, None, keeper.score, (1, 2))
+    with torch.no_grad():
+        network.weight.fill_(1.1)  # the round overshoots: worse than the start
+    round_scores = run.evaluate_dev()[1].scores()
+    assert not keeper.keep_if_best(round_scores.correction_score(), 1)
+    best_round = Candidate("round 1", round_scores.dice, None, round_scores.correction_score())
+    kept, tried = try_blends(run, start, start, best_round, keeper)
+    assert kept is tried and kept.name == "round 1 blended 50% with the starting model"
+    assert keeper.epoch == 1 and float(keeper.state["weight"]) == pytest.approx(0.55)
+    assert kept.score > start.score > best_round.score

@@ -20,29 +20,38 @@ from napari_bloodcells.core.training.type_stage import fit_run_types
 if TYPE_CHECKING:
     from collections.abc import Generator
 
-    import torch
-
     from napari_bloodcells.core.events import Notice
     from napari_bloodcells.core.training.keeper import BestModelKeeper
     from napari_bloodcells.core.training.run import Run, RunProgress
 
 
 def try_blends(
-    run: Run, kept: Candidate, start: Candidate, keeper: BestModelKeeper
-) -> tuple[Candidate, dict[str, torch.Tensor]]:
-    """Score the best round blended with the starting weights; return the best and its weights."""
-    best, best_state = kept, keeper.state
+    run: Run, kept: Candidate, start: Candidate, best_round: Candidate, keeper: BestModelKeeper
+) -> tuple[Candidate, Candidate | None]:
+    """Score the best round blended with the starting weights.
+
+    Returns
+    -------
+    tuple
+        The kept candidate (a blend that beats ``kept``, whose weights and
+        round ``keeper`` then holds, or ``kept``) and the best blend tried.
+    """
+    best_blend: Candidate | None = None
     for share in BLENDS:
-        state = blend(keeper.start_state, keeper.state, share)
+        state = blend(keeper.start_state, keeper.round_state, share)
         run.network.load_state_dict(state)
         _, cm, _ = run.evaluate_dev()
         remembered = run.reference_dice()
         scores = cm.scores()
         score = selection_score(scores.correction_score(), remembered, start.reference)
-        if score > best.score:
-            name = f"{kept.name} blended {share:.0%} with the starting model"
-            best, best_state = Candidate(name, scores.dice, remembered, score), state
-    return best, best_state
+        name = f"{best_round.name} blended {share:.0%} with the starting model"
+        candidate = Candidate(name, scores.dice, remembered, score)
+        if best_blend is None or score > best_blend.score:
+            best_blend = candidate
+        if score > kept.score:
+            kept = candidate
+            keeper.score, keeper.epoch, keeper.state = score, keeper.round_epoch, state
+    return kept, best_blend
 
 
 def _choose_finetuned(run: Run, keeper: BestModelKeeper, progress: RunProgress) -> str:
@@ -50,13 +59,16 @@ def _choose_finetuned(run: Run, keeper: BestModelKeeper, progress: RunProgress) 
     start, plan = progress.start, run.plan
     if start is None or plan is None or not progress.rounds:
         return ""
-    kept_start = keeper.epoch == 0
-    kept = start if kept_start else progress.rounds[keeper.epoch]
-    if keeper.epoch and not progress.stopped:
-        kept, keeper.state = try_blends(run, kept, start, keeper)
+    kept = start if keeper.epoch == 0 else progress.rounds[keeper.epoch]
+    tried = list(progress.rounds.values())
+    best_round = progress.rounds.get(keeper.round_epoch)
+    # Blends are tried even where the start won: one often beats both ends.
+    if best_round is not None and not progress.stopped:
+        kept, best_blend = try_blends(run, kept, start, best_round, keeper)
+        tried += [best_blend] if best_blend is not None else []
         run.network.load_state_dict(keeper.state)
-    tried = max(progress.rounds.values(), key=lambda c: c.score)
-    return outcome_sentence(start, kept, run.model.classes.names, plan.dev_held_out, tried)
+    best_tried = max(tried, key=lambda c: c.score)
+    return outcome_sentence(start, kept, run.model.classes.names, plan.dev_held_out, best_tried)
 
 
 def _fit_extras(run: Run, keeper: BestModelKeeper, progress: RunProgress) -> tuple[float, ...]:
@@ -77,8 +89,8 @@ def finish_run(
     run: Run, keeper: BestModelKeeper, progress: RunProgress
 ) -> Generator[Notice, None, TrainingResult]:
     """Choose the kept model, fit what a finished model carries, record and save it."""
-    kept_start = run.plan is not None and keeper.epoch == 0 and bool(progress.history)
     outcome = _choose_finetuned(run, keeper, progress)
+    kept_start = run.plan is not None and keeper.epoch == 0 and bool(progress.history)
     if outcome:
         progress.reason = f"{progress.reason} {outcome}"
     offsets = _fit_extras(run, keeper, progress)

@@ -47,6 +47,9 @@ class BestModelKeeper:
         The best score so far (a fine-tune starts at its starting model's).
     epoch : int
         The epoch ``state`` comes from; 0 for the starting weights.
+    round_state, round_score, round_epoch
+        The best trained epoch (round), even where a fine-tune's starting
+        weights score higher: it is what gets blended with them.
     saved : bool
         Whether ``checkpoint_path`` holds the best model so far.
     """
@@ -58,6 +61,9 @@ class BestModelKeeper:
         self.start_state = self.state
         self.score = -math.inf
         self.epoch = 0
+        self.round_state = self.state
+        self.round_score = -math.inf
+        self.round_epoch = 0
         self.saved = False
         self._save_failed = False
         self._last_save = -math.inf
@@ -65,10 +71,12 @@ class BestModelKeeper:
 
     def keep_if_best(self, score: float, epoch: int) -> bool:
         """Keep the network's weights if ``score`` beats the best; say whether it did."""
+        if score > self.round_score:
+            self.round_score, self.round_epoch = score, epoch
+            self.round_state = cpu_state(self.network)
         if not score > self.score:
             return False
-        self.score, self.epoch = score, epoch
-        self.state = cpu_state(self.network)
+        self.score, self.epoch, self.state = score, epoch, self.round_state
         return True
 
     def save(self, candidate: TrainedModel) -> Notice | None:
