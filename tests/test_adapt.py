@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from napari_bloodcells import cli
 from napari_bloodcells.core.base.classes import UNLABELLED
 from napari_bloodcells.core.base.metrics import ConfusionMatrix, score_labels
 from napari_bloodcells.core.data.dataset import SegmentationData
-from napari_bloodcells.core.events import Notice, ScheduleChosen, run_to_end
+from napari_bloodcells.core.events import EpochEnded, Notice, ScheduleChosen, run_to_end
 from napari_bloodcells.core.inference.magnification import (
     estimate_scale,
     styles,
@@ -23,6 +24,7 @@ from napari_bloodcells.core.inference.magnification import (
 from napari_bloodcells.core.jobs import load_replay, training_job
 from napari_bloodcells.core.model.checkpoint import load_checkpoint, save_checkpoint
 from napari_bloodcells.core.model.size_model import SizeModel
+from napari_bloodcells.core.training.batches import PatchSampler
 from napari_bloodcells.core.training.config import preset
 from napari_bloodcells.core.training.finetune import (
     Candidate,
@@ -33,7 +35,7 @@ from napari_bloodcells.core.training.finetune import (
 )
 from napari_bloodcells.core.training.finish import try_blends
 from napari_bloodcells.core.training.keeper import BestModelKeeper
-from napari_bloodcells.core.training.loop import train
+from napari_bloodcells.core.training.loop import _augmented, train
 from napari_bloodcells.core.training.losses import LOSSES, Objective
 from napari_bloodcells.core.training.size_fit import fit_size_model
 from napari_bloodcells.errors import DataError
@@ -371,6 +373,61 @@ def test_a_correction_score_averages_the_classes_the_labels_hold():
     # The foreground mean sees 1 for a class never painted on the erased pixels and
     # 0 for one painted once, however much of the rest was erased.
     assert only_erased.mean_foreground_dice() == 0.5
+
+
+@pytest.fixture
+def with_norms(few_cells, native_config):
+    """A model with batch norms (the notebook U-Net has none) and its configuration."""
+    config = native_config.with_changes(arch="Unet", encoder="resnet18")
+    return run_to_end(train(config, few_cells)).model, config
+
+
+def finetune_rounds(with_norms, few_cells, bloodcells, lr):
+    start, config = with_norms
+    config = config.with_changes(schedule="finetune", finetune_lr=lr, finetune_steps=10)
+    replay = bloodcells.subset(range(100, 140))
+    return list(train(config, few_cells.subset(range(6)), init=start, replay=replay))
+
+
+def test_a_finetune_normalises_with_its_starting_statistics(with_norms, few_cells, bloodcells):
+    # With a vanishing learning rate, only batch norms re-estimating their
+    # statistics on the mixed batches could make one round differ from another.
+    events = finetune_rounds(with_norms, few_cells, bloodcells, lr=1e-12)
+    rounds = [e for e in events if isinstance(e, EpochEnded)]
+    assert len(rounds) >= 2
+    assert {e.dice for e in rounds} == {rounds[0].dice}
+    assert {e.reference_dice for e in rounds} == {rounds[0].reference_dice}
+    assert "the model's own data: +0.000" in events[-1].result.outcome
+
+
+def test_each_round_is_scored_with_its_own_weights(with_norms, few_cells, bloodcells):
+    # The held-out corrections are larger than a patch, so they are segmented
+    # tile by tile with a folded copy of the network, which must follow the steps.
+    events = finetune_rounds(with_norms, few_cells, bloodcells, lr=1e-2)
+    rounds = [e for e in events if isinstance(e, EpochEnded)]
+    assert len({e.dice for e in rounds}) > 1
+
+
+def test_corrections_are_trained_as_they_are_and_the_replay_as_the_model_was(bloodcells):
+    corrections, replay = bloodcells.subset(range(6)), bloodcells.subset(range(100, 140))
+    plan = plan_finetune(corrections, replay, steps=4, batch_size=8, share=0.5, split_seed=0)
+    config = preset("default").with_changes(size=64, zoom_jitter=2.0, smear=1.0)
+    sampler = PatchSampler(plan.pool, config.preprocessing())
+    run = SimpleNamespace(config=config, plan=plan, generator=torch.Generator().manual_seed(0))
+    indices = [0, 1, 2, 3, 8, 16, 24, 32]
+    images, masks = sampler.batch(indices, run.generator)
+    _, new_masks = _augmented(run, indices, images.float() / 255, masks)
+
+    def counts(mask):
+        return torch.bincount(mask.flatten().long(), minlength=256)
+
+    own = plan.are_corrections(indices)
+    assert own == [True] * 4 + [False] * 4
+    for i, is_correction in enumerate(own):
+        if is_correction:  # only flipped or turned: every class keeps its pixel count
+            assert torch.equal(counts(new_masks[i]), counts(masks[i]))
+    # The replay is zoomed (and given red cells): its labels move.
+    assert any(not torch.equal(counts(new_masks[i]), counts(masks[i])) for i in range(4, 8))
 
 
 def test_a_blend_is_tried_and_kept_even_where_the_start_beat_every_round():

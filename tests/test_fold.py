@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from napari_bloodcells.core.model.fold import folded
+from napari_bloodcells.core.model.fold import folded, forget
 from napari_bloodcells.core.model.networks import ModelSpec, build_model
 
 
@@ -56,6 +56,29 @@ def test_the_copy_is_kept_until_a_weight_changes():
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
         assert torch.allclose(refreshed(x), network(x), atol=1e-4 * float(network(x).abs().max()))
+
+
+def test_a_fused_optimiser_step_is_unseen_until_forget_says_so():
+    network = with_trained_statistics(build_model(ModelSpec("Unet", "resnet18", 3)))
+    fast = folded(network)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=0.1, fused=True)
+    network.train()
+    for module in network.modules():  # as a fine-tune holds them: no counter moves
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+    network(torch.rand(2, 3, 64, 64)).square().mean().backward()
+    optimiser.step()
+    network.eval()
+    # The weights changed in place without a version bump: the stale copy is served ...
+    assert folded(network) is fast
+    forget(network)
+    refreshed = folded(network)
+    assert refreshed is not fast
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        expected = network(x)
+        assert not torch.allclose(fast(x), expected, atol=1e-4 * float(expected.abs().max()))
+        assert torch.allclose(refreshed(x), expected, atol=1e-4 * float(expected.abs().max()))
 
 
 class SharedOutput(nn.Module):

@@ -12,7 +12,8 @@ Which convolution feeds which norm is read from one traced forward pass, not
 from the module names, which differ between encoders. The folded copy is then
 checked against the network on a random input and is only used if it agrees,
 so an unusual wiring (a convolution's output also used elsewhere) costs speed,
-never correctness. The copy is kept per network until its weights change.
+never correctness. The copy is kept per network until its weights change, or
+until :func:`forget` says they did.
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ def folded(network: nn.Module, multiple: int = 32) -> nn.Module:
     result = _fold_checked(network, multiple)
     _cache[network] = (version, result)
     return result
+
+
+def forget(network: nn.Module) -> None:
+    """Drop ``network``'s folded copy, whose weights were changed unseen.
+
+    Fused optimisers (``torch.optim.AdamW(fused=True)``) update the weights
+    in place without bumping their version counters, so :func:`folded` cannot
+    tell that its copy is stale; whatever steps such an optimiser calls this.
+    """
+    _cache.pop(network, None)
 
 
 def _version(network: nn.Module) -> tuple[int, ...]:

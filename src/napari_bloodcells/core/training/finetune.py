@@ -26,6 +26,18 @@ The ``finetune`` schedule (``TrainConfig.schedule``) answers each:
 - **Weight-space blending** (WiSE-FT, Wortsman et al. 2022): the best round is
   also tried blended with the starting weights (:data:`BLENDS`), which keeps
   most of the gain for a fraction of the forgetting; the same score chooses.
+  The blends are tried even when no round beat the start: on real smear
+  fields a blend often beats both.
+- **The statistics of the batch norms stay those of the start**
+  (:func:`hold_norm_statistics`): re-estimated on a few batches of the user's
+  images mixed with replay, they shifted every prediction at once and cost
+  more on the model's own data than the fine-tune's steps did.
+- **The corrections are trained as they are** (:data:`CORRECTION_AUGMENTATION`):
+  they show the user's microscope, so they are only flipped, turned and
+  lightly jittered, while the replay keeps the augmentation the model was
+  trained with (and so its robustness). Restained, zoomed and pasted with
+  synthetic red cells, corrections taught the model to paint more of what the
+  user had erased (``docs/benchmarks.md``, "Smear fields").
 - **Both numbers, said once**: :func:`outcome_sentence` gives the corrections'
   Dice before and after and the change on the model's own data, for the CLI
   and the napari notification alike.
@@ -38,8 +50,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from napari_bloodcells.core.data.dataset import SegmentationData, split_indices
+from napari_bloodcells.core.training.augment import Augmentation
 from napari_bloodcells.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -53,6 +67,19 @@ BLENDS = (0.25, 0.5, 0.75)
 """Shares of the fine-tuned weights tried in blends with the starting weights (WiSE-FT)."""
 _ROUNDS = 5
 _REFERENCE_IMAGES = 30
+CORRECTION_AUGMENTATION = Augmentation()
+"""What the corrections get: flips, quarter turns and a light colour jitter, nothing more."""
+
+
+def hold_norm_statistics(network: nn.Module) -> None:
+    """Put ``network``'s batch norms in eval mode: they normalise with the start's statistics.
+
+    Their weights and biases still learn; only the running means and
+    variances, which a few small mixed batches would re-estimate, are held.
+    """
+    for module in network.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 @dataclass(frozen=True)
@@ -100,6 +127,10 @@ class FineTunePlan:
             )
             indices += (others + self.corrections).tolist()
         return indices
+
+    def are_corrections(self, indices: Sequence[int]) -> list[bool]:
+        """Which of ``indices`` (into :attr:`pool`) are corrections rather than replay."""
+        return [i < self.corrections for i in indices]
 
     def describe(self, lr: float) -> str:
         """One sentence on the schedule, for the CLI and the widget."""

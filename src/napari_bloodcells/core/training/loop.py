@@ -31,8 +31,14 @@ from napari_bloodcells.core.events import (
     TrainingResult,
     TrainingStarted,
 )
+from napari_bloodcells.core.model.fold import forget as forget_folded
 from napari_bloodcells.core.training.augment import augment_batch
-from napari_bloodcells.core.training.finetune import Candidate, selection_score
+from napari_bloodcells.core.training.finetune import (
+    CORRECTION_AUGMENTATION,
+    Candidate,
+    hold_norm_statistics,
+    selection_score,
+)
 from napari_bloodcells.core.training.finish import finish_run
 from napari_bloodcells.core.training.keeper import BestModelKeeper
 from napari_bloodcells.core.training.run import Run, RunProgress, prepare_run
@@ -175,9 +181,27 @@ def _inputs(run: Run, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     images = images.to(run.device, non_blocking=True).float().div_(255)
     masks = masks.to(run.device, non_blocking=True)
     if run.config.augment:
-        images, masks = augment_batch(images, masks, run.generator, run.config.augmentation())
+        images, masks = _augmented(run, mine, images, masks)
     images = run.model.preprocessing.normalize_unit(images)
     return images.contiguous(memory_format=run.memory_format), masks.long()
+
+
+def _augmented(
+    run: Run, indices: list[int], images: torch.Tensor, masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch augmented; a fine-tune's corrections only flipped, turned and lightly jittered."""
+    parts = run.config.augmentation()
+    plan = run.plan
+    if plan is None:
+        return augment_batch(images, masks, run.generator, parts)
+    own = torch.tensor(plan.are_corrections(indices), device=images.device)
+    images, masks = images.clone(), masks.clone()
+    for chosen, strengths in ((own, CORRECTION_AUGMENTATION), (~own, parts)):
+        if bool(chosen.any()):
+            images[chosen], masks[chosen] = augment_batch(
+                images[chosen], masks[chosen], run.generator, strengths
+            )
+    return images, masks
 
 
 def _backward(run: Run, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -195,6 +219,8 @@ def _train_epoch(
     """The batches of one epoch; returns the summed loss and the images seen."""
     steps, total_steps = run.schedule.steps_per_epoch, run.schedule.epochs
     run.network.train()
+    if run.plan is not None:
+        hold_norm_statistics(run.network)
     queue = run.batches(progress.batch_size)
     batch_no, loss_sum, seen = 0, 0.0, 0
     while queue:
@@ -234,6 +260,8 @@ def _train_epoch(
         loss_sum += value * len(indices)
         seen += len(indices)
         yield BatchEnded(epoch, batch_no, steps, value)
+    if batch_no:
+        forget_folded(run.network)  # the fused optimiser does not bump the weights' versions
     return loss_sum, seen
 
 
