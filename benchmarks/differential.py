@@ -15,10 +15,11 @@
    (:func:`~napari_bloodcells.core.training.type_fit.finetune_types`) on 10 cells of the
    training folds in that stain that a technologist would reclassify (two per type that
    the model types wrong, where it has them), 2 held out to choose, replaying the training
-   folds' cells: as that model types fewer than 50 cells (the corrections' statistics)
-   and 50 or more (adapted to them).
-3. Dataset 1's own held-out cells adapted to themselves (so that adapting does not hurt
-   a microscope already known).
+   folds' cells: typed as trained (``--no-adapt``: the corrections' statistics) and as
+   ``measure`` types runs of 10, of 20 and of all of a fold's cells (about 60: the run's
+   own statistics; fewer than 50 cells weighed against the model's own).
+3. Dataset 1's own held-out cells adapted to themselves, and typed in runs of 10 and of
+   20 (so that adapting does not hurt a microscope already known).
 
 Dataset 1's types were not checked by experts.
 
@@ -48,6 +49,8 @@ from napari_bloodcells.core.training.type_fit import (
 
 TYPES = ("neutrophil", "lymphocyte", "monocyte", "eosinophil")
 CORRECTIONS = 10
+RUNS = (10, 20)
+"""Sizes of the smaller runs typed as ``measure`` types them."""
 SHARE = 0.75
 """The corrections' share of a fine-tune's draws: the product's ``correction_share``."""
 
@@ -103,6 +106,20 @@ def folds_of(types: tuple[str, ...], count: int) -> np.ndarray:
 
 def predicted(model, cells: TypedCells) -> np.ndarray:
     return np.array([model.types[i] for i in model.probabilities(cells.crops).argmax(1)])
+
+
+def in_runs(model, cells: TypedCells, size: int) -> np.ndarray:
+    """Types of ``cells`` typed as runs of ``size`` cells, each through ``for_cells``
+    (what ``measure`` does with a run of that many cells)."""
+    return np.concatenate(
+        [
+            predicted(model.for_cells(part.crops), part)
+            for part in (
+                cells.subset(range(start, min(len(cells), start + size)))
+                for start in range(0, len(cells), size)
+            )
+        ]
+    )
 
 
 def scores(truth: np.ndarray, guess: np.ndarray) -> dict:
@@ -165,6 +182,8 @@ def main() -> None:
         shown["own"].setdefault("adapted to themselves", []).extend(
             predicted(model.adapted(test.crops), test)
         )
+        for size in RUNS:
+            shown["own"].setdefault(f"runs of {size} cells", []).extend(in_runs(model, test, size))
         for name, change in PROXIES.items():
             stained_test, stained_train = change(test, fold), change(train, 10 + fold)
             # 10 reclassified cells of the training folds, a fifth held out to choose.
@@ -182,13 +201,20 @@ def main() -> None:
                 "adapted to the cells (no label; measure from 50 cells)": model.for_cells(
                     stained_test.crops
                 ),
-                "after 10 reclassified, fewer than 50 cells typed": tuned.kept,
+                "after 10 reclassified, typed as trained (--no-adapt)": tuned.kept,
                 "after 10 reclassified, as measure types 50 or more": tuned.kept.for_cells(
                     stained_test.crops
                 ),
             }
             for way, typer in ways.items():
                 shown[name].setdefault(way, []).extend(predicted(typer, stained_test))
+            # Runs of fewer cells, as measure types them (their statistics weighed
+            # against the model's own).
+            for size in RUNS:
+                for way, typer in (("zero-shot", model), ("after 10 reclassified", tuned.kept)):
+                    shown[name].setdefault(f"{way}, runs of {size} cells", []).extend(
+                        in_runs(typer, stained_test, size)
+                    )
             kept[name].append(tuned.kept is tuned.tuned)
             print(f"fold {fold}, {name}: {tuned.sentence}", flush=True)
         print(f"fold {fold}: {seconds[-1]:.1f} s to train", flush=True)
@@ -198,11 +224,12 @@ def main() -> None:
         "cross_validation": scores(truth[done], guess[done].astype(str)),
         "train_seconds_per_fold_median": round(median(seconds), 1),
         "basophils_left_out": len(basophils),
-        "own cells adapted to themselves": scores(
-            truth[np.argsort(folds, kind="stable")][: len(shown["own"]["adapted to themselves"])],
-            np.array(shown["own"]["adapted to themselves"]),
-        )["accuracy"],
     }
+    own_truth = truth[np.argsort(folds, kind="stable")]
+    for way, guesses in shown["own"].items():
+        figures[f"own cells, {way}"] = scores(own_truth[: len(guesses)], np.array(guesses))[
+            "accuracy"
+        ]
     for name in PROXIES:
         for way, guesses in shown[name].items():
             result = scores(np.array(shown_truth[name]), np.array(guesses))

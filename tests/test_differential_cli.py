@@ -11,7 +11,7 @@ from PIL import Image
 
 from bad_inputs import untrained_model
 from napari_bloodcells import cli
-from napari_bloodcells.core.base.cell_types import CELL_TYPES
+from napari_bloodcells.core.base.cell_types import ADAPT_MIN_CELLS, CELL_TYPES
 from napari_bloodcells.core.model.checkpoint import load_checkpoint, save_checkpoint
 from napari_bloodcells.core.model.type_model import TypeModel, type_network
 from test_cli_bad_input import assert_one_line_error
@@ -184,9 +184,21 @@ def test_adapting_to_the_cells_sets_their_batch_statistics_and_keeps_the_model()
     for name, value in model.network.state_dict().items():
         assert torch.equal(value, before[name]), name  # the model itself is unchanged
     assert not np.allclose(adapted.probabilities(crops), model.probabilities(crops))
-    # Typing a run's cells: adapted from ADAPT_MIN_CELLS cells on, not below; a fine-tuned
-    # model too (its last layer learned the user's cells under their own statistics).
-    assert model.for_cells(crops) is not model and model.for_cells(crops[:10]) is model
+    # Typing a run's cells: their statistics alone from ADAPT_MIN_CELLS cells on; 10 cells
+    # move the model's own a fifth of the way there (shrinkage); no cell changes nothing.
+    assert model.for_cells(crops).metrics["adapted_weight"] == 1.0
+    assert model.for_cells(crops[:0]) is model
+    few = model.for_cells(crops[:10])
+    alone = model.adapted(crops[:10])
+    own = next(m for m in model.network.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    mixed, theirs = (
+        next(m for m in typer.network.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        for typer in (few, alone)
+    )
+    assert few.metrics["adapted_weight"] == pytest.approx(10 / ADAPT_MIN_CELLS)
+    for name in ("running_mean", "running_var"):
+        expected = torch.lerp(getattr(own, name), getattr(theirs, name), 10 / ADAPT_MIN_CELLS)
+        torch.testing.assert_close(getattr(mixed, name), expected)
     model.metrics["finetune_accuracy"] = [0.5, 1.0]
     assert model.fine_tuned and model.for_cells(crops) is not model
 
@@ -199,11 +211,14 @@ def _rows(path):
 def test_many_cells_are_typed_with_their_own_batch_statistics_unless_told_not_to(
     typed_model, labelled, capsys, monkeypatch
 ):
-    # Three images hold a few cells: lower the bar instead of making a hundred.
-    monkeypatch.setattr("napari_bloodcells.core.model.type_model.ADAPT_MIN_CELLS", 2)
     labels = sorted((labelled / "labels").glob("*.png"))
     out = labelled / "cells.csv"
     argv = ["measure", *labels, "--model", typed_model, "--images", labelled / "images"]
+    # A few cells are weighed against the model's own statistics, and the command says so.
+    assert main([*argv, "--out", out]) == 0
+    assert "% against the model's own" in capsys.readouterr().out
+    # Three images hold a few cells: lower the bar instead of making a hundred.
+    monkeypatch.setattr("napari_bloodcells.core.base.cell_types.ADAPT_MIN_CELLS", 2)
     assert main([*argv, "--out", out]) == 0
     adapted = _rows(out)
     assert "batch statistics of these images" in capsys.readouterr().out

@@ -111,5 +111,5 @@ def add_adapt_argument(parser: argparse.ArgumentParser) -> None:
         dest="adapt",
         action="store_false",
         help="type the cells as trained, without the batch statistics of these images "
-        f"(used from {ADAPT_MIN_CELLS} cells on)",
+        f"(used alone from {ADAPT_MIN_CELLS} cells on, weighed against the model's below)",
     )

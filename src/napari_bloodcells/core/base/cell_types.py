@@ -28,9 +28,22 @@ TYPE_COLOURS: dict[str, tuple[float, float, float, float]] = {
 DEFAULT_THRESHOLD = 0.7
 """Cells whose most probable type has a lower probability are counted as "to verify"."""
 ADAPT_MIN_CELLS = 50
-"""Cells of one run that make their batch statistics trustworthy: adapted to 20 of
-Dataset 1's own held-out cells, the accuracy fell (0.953 to 0.923); to all of a fold's 60
-it did not (0.957), and on a restained proxy it rose (0.926 to 0.946, docs/benchmarks.md)."""
+"""Cells of one run whose batch statistics are used alone: adapted to 20 of Dataset 1's
+own held-out cells, the accuracy fell (0.953 to 0.923); to all of a fold's 60 it did not
+(0.957), and on a restained proxy it rose (0.926 to 0.946, docs/benchmarks.md). Fewer
+cells are weighed against the model's own statistics (:func:`adaptation_weight`)."""
+
+
+def adaptation_weight(cells: int) -> float:
+    """How far a run of ``cells`` cells moves the type network's statistics towards its own.
+
+    ``cells / ADAPT_MIN_CELLS``, at most 1: a shrinkage of a few cells' noisy
+    statistics towards the model's own. On another stain, runs of 10 and 20
+    cells typed better so than as trained or through their own statistics alone,
+    and Dataset 1's own cells lost at most a cell in a hundred
+    (docs/benchmarks.md, "The differential").
+    """
+    return min(1.0, cells / ADAPT_MIN_CELLS)
 
 
 def parse_type(value: object, where: str) -> str:

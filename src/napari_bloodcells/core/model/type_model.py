@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_bloodcells.core.base.cell_types import ADAPT_MIN_CELLS
+from napari_bloodcells.core.base.cell_types import adaptation_weight
 
 INPUT_CHANNELS = 5
 """Red, green, blue, the cell's cytoplasm, the cell's nucleus."""
@@ -93,24 +93,30 @@ class TypeModel:
         return "finetune_accuracy" in self.metrics
 
     def for_cells(self, crops: np.ndarray) -> TypeModel:
-        """The model that types ``crops``, all of one run: :meth:`adapted` to them from
-        :data:`ADAPT_MIN_CELLS` on, itself with fewer.
+        """The model that types ``crops``, all of one run, through their statistics.
+
+        From :data:`ADAPT_MIN_CELLS` cells on, the batch-norm statistics are those
+        of ``crops`` (:meth:`adapted`); with fewer, they move ``len(crops) /
+        ADAPT_MIN_CELLS`` of the way there from the model's own, as Schneider et
+        al. (NeurIPS 2020) weigh a few test images against the training
+        statistics: a few cells are a noisy estimate, none is no estimate.
 
         A fine-tuned model is adapted too: its last layer learned the user's cells under
-        their own microscope's statistics (``fit_types``), which many cells of that
-        microscope estimate better; below that it keeps the statistics of the user's
-        corrections.
+        their own microscope's statistics (``fit_types``), which the model carries and
+        which more cells of that microscope estimate better.
         """
-        if len(crops) < ADAPT_MIN_CELLS:
+        if not len(crops):
             return self
-        return self.adapted(crops)
+        return self.adapted(crops, weight=adaptation_weight(len(crops)))
 
-    def adapted(self, crops: np.ndarray, most: int = 256) -> TypeModel:
+    def adapted(self, crops: np.ndarray, most: int = 256, weight: float = 1.0) -> TypeModel:
         """A copy whose batch-norm statistics are those of ``crops`` (AdaBN).
 
         Another microscope's stain shifts what the convolutions see; the statistics of
         its own cells, with no label needed, undo much of that shift. Of more than
         ``most`` crops, ``most`` evenly spaced ones are used (memory stays bounded).
+        With ``weight`` below 1, the statistics are that share of the way from the
+        model's own to those of ``crops``.
         """
         if len(crops) > most:
             crops = crops[np.linspace(0, len(crops) - 1, most).round().astype(int)]
@@ -124,8 +130,12 @@ class TypeModel:
         with torch.no_grad():  # one batch per turn: each weighs the same in the mean
             for turns in range(4):
                 network(torch.rot90(x, turns, (2, 3)))
+            own = [m for m in self.network.modules() if isinstance(m, nn.BatchNorm2d)]
+            for norm, before in zip(norms, own, strict=True):
+                for name in ("running_mean", "running_var"):
+                    getattr(norm, name).lerp_(getattr(before, name), 1.0 - weight)
         network.eval()
-        metrics = {**self.metrics, "adapted_to_cells": len(crops)}
+        metrics = {**self.metrics, "adapted_to_cells": len(crops), "adapted_weight": weight}
         return TypeModel(network, self.types, self.side, self.margin, metrics)
 
     def to_dict(self) -> dict[str, Any]:
