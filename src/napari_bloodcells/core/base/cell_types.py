@@ -39,7 +39,7 @@ def adaptation_weight(cells: int) -> float:
 
     ``cells / ADAPT_MIN_CELLS``, at most 1: a shrinkage of a few cells' noisy
     statistics towards the model's own. On another stain, runs of 10 and 20
-    cells typed better so than as trained or through their own statistics alone,
+    cells typed better than as trained or through their own statistics alone,
     and Dataset 1's own cells lost at most a cell in a hundred
     (docs/benchmarks.md, "The differential").
     """

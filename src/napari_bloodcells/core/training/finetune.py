@@ -37,7 +37,7 @@ The ``finetune`` schedule (``TrainConfig.schedule``) answers each:
   lightly jittered, while the replay keeps the augmentation the model was
   trained with (and so its robustness). Restained, zoomed and pasted with
   synthetic red cells, corrections taught the model to paint more of what the
-  user had erased (``docs/benchmarks.md``, "Smear fields").
+  user had erased (``docs/benchmarks.md``, "The fine-tune on real fields").
 - **Both numbers, said once**: :func:`outcome_sentence` gives the corrections'
   Dice before and after and the change on the model's own data, for the CLI
   and the napari notification alike.
