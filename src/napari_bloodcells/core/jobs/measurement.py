@@ -157,7 +157,8 @@ def measure_pairs(
         weight = adaptation_weight(count)
         how = "" if weight == 1 else f", weighed {weight:.0%} against the model's own"
         yield Notice(
-            f"Typing {count} cells with the batch statistics of these images{how}, which "
+            f"Typing {count} cell{'' if count == 1 else 's'} with the batch statistics of "
+            f"these images{how}, which "
             "adapts the types to this microscope's staining (--no-adapt types them as "
             "trained)."
         )
