@@ -31,7 +31,6 @@ from napari_bloodcells.core.events import (
     TrainingResult,
     TrainingStarted,
 )
-from napari_bloodcells.core.model.fold import forget as forget_folded
 from napari_bloodcells.core.training.augment import augment_batch
 from napari_bloodcells.core.training.finetune import (
     CORRECTION_AUGMENTATION,
@@ -260,8 +259,6 @@ def _train_epoch(
         loss_sum += value * len(indices)
         seen += len(indices)
         yield BatchEnded(epoch, batch_no, steps, value)
-    if batch_no:
-        forget_folded(run.network)  # the fused optimiser does not bump the weights' versions
     return loss_sum, seen
 
 

@@ -17,6 +17,7 @@ import torch
 
 from napari_bloodcells.core.base.device import autocast, autocast_dtype, resolve_device
 from napari_bloodcells.core.data.dataset import SegmentationData, split_indices
+from napari_bloodcells.core.model.fold import forget as forget_folded
 from napari_bloodcells.core.model.networks import build_model
 from napari_bloodcells.core.model.trained import TrainedModel
 from napari_bloodcells.core.training.batches import PatchSampler
@@ -267,14 +268,17 @@ def _optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
     config, lr = schedule.config, schedule.lr
     optimizer_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    fused = device.type in {"cuda", "cpu"}
     optimizer = optimizer_cls(
         network.parameters(),
         lr=lr,
         weight_decay=config.weight_decay,
         # One kernel for the whole update instead of several per tensor and step: on a
         # GPU the step is bound by launches, on a CPU it saves a few percent.
-        fused=device.type in {"cuda", "cpu"},
+        fused=fused,
     )
+    if fused:  # its writes do not bump the weights' versions, which the folded copy watches
+        optimizer.register_step_post_hook(lambda *_: forget_folded(network))
     total = schedule.epochs * schedule.steps_per_epoch
     if config.schedule == "onecycle":
         return optimizer, torch.optim.lr_scheduler.OneCycleLR(
