@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_bloodcells.core.base.cell_types import DEFAULT_THRESHOLD, adaptation_weight
+from napari_bloodcells.core.base.cell_types import DEFAULT_THRESHOLD
 from napari_bloodcells.core.base.imaging import to_rgb_uint8
 from napari_bloodcells.core.data.dataset import IMAGE_SUFFIXES, read_image, read_mask
 from napari_bloodcells.core.events import (
@@ -154,13 +154,12 @@ def measure_pairs(
     chosen = type_model.for_cells(np.concatenate(crops)) if adapt else type_model
     if chosen is not type_model:
         count = sum(len(c) for c in crops)
-        weight = adaptation_weight(count)
+        weight = float(chosen.metrics["adapted_weight"])
         how = "" if weight == 1 else f", weighed {weight:.0%} against the model's own"
+        counted = f"{count} cell{'' if count == 1 else 's'}"
         yield Notice(
-            f"Typing {count} cell{'' if count == 1 else 's'} with the batch statistics of "
-            f"these images{how}, which "
-            "adapts the types to this microscope's staining (--no-adapt types them as "
-            "trained)."
+            f"Typing {counted} with the batch statistics of these images{how}, which adapts the "
+            "types to this microscope's staining (--no-adapt types them as trained)."
         )
     for table, cut in zip(tables, crops, strict=True):
         table.columns.update(crop_type_columns(chosen, cut, threshold))
