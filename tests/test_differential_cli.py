@@ -12,6 +12,8 @@ from PIL import Image
 from bad_inputs import untrained_model
 from napari_bloodcells import cli
 from napari_bloodcells.core.base.cell_types import ADAPT_MIN_CELLS, CELL_TYPES
+from napari_bloodcells.core.events import CellsMeasured, Notice
+from napari_bloodcells.core.jobs import measure_files, measure_job
 from napari_bloodcells.core.model.checkpoint import load_checkpoint, save_checkpoint
 from napari_bloodcells.core.model.type_model import TypeModel, type_network
 from test_cli_bad_input import assert_one_line_error
@@ -261,3 +263,53 @@ def test_differential_again_counts_the_labels_the_user_corrected(typed_model, la
     with open(report, newline="") as fh:
         cells = {row["image"].rsplit("/", 1)[-1]: int(row["cells"]) for row in csv.DictReader(fh)}
     assert cells["1.png"] == 0
+
+
+def test_the_docks_measure_job_types_a_stack_as_measure_types_its_files(typed_model, labelled):
+    """One way to type a run: the Segment dock's job and ``measure`` give the same numbers."""
+    labels = sorted((labelled / "labels").glob("*.png"))
+    out = labelled / "cells.csv"
+    files = run_to_end_with_notices(
+        measure_files(labels, out, model=typed_model, images=labelled / "images")
+    )
+    stack = np.stack([np.asarray(Image.open(p)) for p in labels])
+    pictures = np.stack([np.asarray(Image.open(labelled / "images" / p.name)) for p in labels])
+    events = list(measure_job(stack, pictures, stack=True, name="labels", model=typed_model))
+    measured = next(e for e in events if isinstance(e, CellsMeasured))
+    said = " ".join(e.message for e in events if isinstance(e, Notice))
+    assert "% against the model's own" in said and "--no-adapt" not in said
+    assert "% against the model's own" in files
+    expected = [float(r["p_neutrophil"]) for r in _rows(out)]
+    got = [float(v) for v in measured.table.columns["p_neutrophil"]]
+    assert len(got) == len(expected) > 0
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    plain = list(measure_job(stack, pictures, stack=True, model=typed_model, adapt=False))
+    plain_table = next(e for e in plain if isinstance(e, CellsMeasured)).table
+    assert [float(v) for v in plain_table.columns["p_neutrophil"]] != got
+
+
+def run_to_end_with_notices(job) -> str:
+    """Drain a core job; the text of its notices."""
+    return " ".join(e.message for e in job if isinstance(e, Notice))
+
+
+def test_segment_measure_types_its_cells_as_measure_types_the_labels_it_wrote(
+    typed_model, labelled, capsys
+):
+    out = labelled / "segmented"
+    table = labelled / "segmented.csv"
+    images = sorted((labelled / "images").glob("*.png"))
+    assert main(["segment", typed_model, *images, "--out", out, "--measure", table]) == 0
+    said = capsys.readouterr()
+    assert "batch statistics of these images" in said.out + said.err
+    again = labelled / "again.csv"
+    written = sorted(out.glob("*.png"))
+    argv = ["measure", *written, "--model", typed_model, "--images", labelled / "images"]
+    assert main([*argv, "--out", again]) == 0
+    first, second = _rows(table), _rows(again)
+    assert len(first) == len(second) > 0
+    np.testing.assert_allclose(
+        [float(r["p_neutrophil"]) for r in first],
+        [float(r["p_neutrophil"]) for r in second],
+        atol=1e-3,
+    )

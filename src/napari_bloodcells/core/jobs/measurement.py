@@ -54,37 +54,41 @@ def measure_job(
     should_stop: Callable[[], bool] | None = None,
     model: ModelSource | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    adapt: bool = True,
 ) -> Generator[SegmentProgress | Notice | CellsMeasured | Stopped, None, CellsMeasured | None]:
     """Measure the cells of class labels (one image, or every slice of a stack).
 
     The cell ids of a stack run on from slice to slice, so that every cell has
     one id; the table's ``image`` column names the slice. With a ``model`` that
-    has cell types (and the image) each cell is typed too.
+    has cell types (and the image) each cell is typed too, as ``measure`` types
+    files: with ``adapt``, through the batch statistics of all the cells measured
+    (:func:`type_tables`).
     """
     should_stop = should_stop or (lambda: False)
     type_model = None if model is None or image is None else load_model(model).type_model
     slices = list(labels) if stack else [labels]
     pictures = (list(image) if stack else [image]) if image is not None else [None] * len(slices)
     cells = np.zeros((len(slices), *np.asarray(slices[0]).shape), np.int32)
-    tables = []
+    tables, crops = [], []
     for index, (classes, picture) in enumerate(zip(slices, pictures, strict=True)):
         if should_stop():
             yield Stopped()
             return None
-        label = f"{name} [{index}]" if stack else name
-        found, table = measure_cells(
+        found, table, cut = measure_image(
             check_class_labels(np.asarray(classes), f"The labels {name}".strip()),
             None if picture is None else to_rgb_uint8(np.asarray(picture)),
-            name=label,
-            pixel_size=pixel_size,
-            type_model=type_model if picture is not None else None,
-            threshold=threshold,
+            f"{name} [{index}]" if stack else name,
+            pixel_size,
+            type_model,
+            threshold,
         )
         offset = int(cells.max())
         cells[index] = np.where(found > 0, found + offset, 0)
         table.columns["cell"] = [c + offset for c in table.columns["cell"]]
         tables.append(table)
+        crops.append(cut)
         yield SegmentProgress(index, len(slices), 1, 1)
+    yield from type_tables(tables, crops, type_model, threshold, adapt)
     result = CellsMeasured(cells if stack else cells[0], concatenate(tables))
     if not len(result.table):
         yield Notice(f"No cell was found in {name or 'the labels'}; the table is empty.")
@@ -125,45 +129,95 @@ def measure_pairs(
     """The tables of label files, each with its image (or ``None``), typed with ``type_model``.
 
     With ``adapt``, the types may use the batch statistics of all these cells
-    (:meth:`TypeModel.for_cells`): one microscope's cells type better with its own.
+    (:func:`type_tables`): one microscope's cells type better with its own.
     """
     tables, crops = [], []
     for index, (path, image) in enumerate(pairs):
         classes, picture = _read_pair(path, image)
-        typed_later = type_model is not None and picture is not None
-        cells, table = measure_cells(
-            classes,
-            picture,
-            name=str(path),
-            pixel_size=pixel_size,
-            # Without its image, measure_cells says in one sentence that typing needs it.
-            type_model=None if typed_later else type_model,
-            threshold=threshold,
+        _, table, cut = measure_image(
+            classes, picture, str(path), pixel_size, type_model, threshold
         )
-        if typed_later:
-            assert type_model is not None and picture is not None
-            ids = [int(c) for c in table.columns["cell"]]
-            side, margin = type_model.side, type_model.margin
-            crops.append(cell_crops(picture, classes, cells, side=side, margin=margin, ids=ids)[0])
         tables.append(table)
+        crops.append(cut)
         yield SegmentProgress(index, len(pairs), 1, 1)
-    if type_model is None or not crops:
-        return tables
-    # Typed after all are cut: adapting needs every cell of the run at once (and only
-    # adapting needs them in one array).
-    chosen = type_model.for_cells(np.concatenate(crops)) if adapt else type_model
+    yield from type_tables(
+        tables, crops, type_model, threshold, adapt, " (--no-adapt types them as trained)"
+    )
+    return tables
+
+
+def measure_image(
+    classes: np.ndarray,
+    picture: np.ndarray | None,
+    name: str,
+    pixel_size: float | None,
+    type_model: TypeModel | None,
+    threshold: float,
+) -> tuple[np.ndarray, Measurements, np.ndarray | None]:
+    """One image's cells and table, and the crops its cells are typed from (``None``: untyped).
+
+    The types are left to :func:`type_tables`, which sees every cell of the run: the
+    Segment dock, ``measure``, ``segment --measure`` and ``differential`` type alike.
+
+    Returns
+    -------
+    cells : ndarray
+        ``(H, W) int32`` instances.
+    table : Measurements
+        One row per cell, without the type columns when ``crops`` is not ``None``.
+    crops : ndarray or None
+        The cells' crops for ``type_model``; ``None`` without a model or an image.
+    """
+    typed_later = type_model is not None and picture is not None
+    cells, table = measure_cells(
+        classes,
+        picture,
+        name=name,
+        pixel_size=pixel_size,
+        # Without its image, measure_cells says in one sentence that typing needs it.
+        type_model=None if typed_later else type_model,
+        threshold=threshold,
+    )
+    if not typed_later:
+        return cells, table, None
+    assert type_model is not None and picture is not None
+    ids = [int(c) for c in table.columns["cell"]]
+    side, margin = type_model.side, type_model.margin
+    return cells, table, cell_crops(picture, classes, cells, side=side, margin=margin, ids=ids)[0]
+
+
+def type_tables(
+    tables: Sequence[Measurements],
+    crops: Sequence[np.ndarray | None],
+    type_model: TypeModel | None,
+    threshold: float,
+    adapt: bool,
+    hint: str = "",
+) -> Generator[Notice, None, None]:
+    """Add the type columns to the tables that have ``crops``, all typed as one run.
+
+    With ``adapt`` the run's cells type through their own batch statistics
+    (:meth:`TypeModel.for_cells`, weighed against the model's own below 50 cells), and a
+    notice says so; ``hint`` ends it (how to turn it off, where there is a way).
+    """
+    typed = [(table, cut) for table, cut in zip(tables, crops, strict=True) if cut is not None]
+    if type_model is None or not typed:
+        return
+    # Typed after all are cut: adapting needs every cell of the run at once.
+    chosen = (
+        type_model.for_cells(np.concatenate([cut for _, cut in typed])) if adapt else type_model
+    )
     if chosen is not type_model:
-        count = sum(len(c) for c in crops)
+        count = sum(len(cut) for _, cut in typed)
         weight = float(chosen.metrics["adapted_weight"])
         how = "" if weight == 1 else f", weighed {weight:.0%} against the model's own"
         counted = f"{count} cell{'' if count == 1 else 's'}"
         yield Notice(
             f"Typing {counted} with the batch statistics of these images{how}, which adapts the "
-            "types to this microscope's staining (--no-adapt types them as trained)."
+            f"types to this microscope's staining{hint}."
         )
-    for table, cut in zip(tables, crops, strict=True):
+    for table, cut in typed:
         table.columns.update(crop_type_columns(chosen, cut, threshold))
-    return tables
 
 
 def _read_pair(path: Path, image: Path | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_bloodcells.core.base.bounds import MAGNIFICATION_RANGE
+from napari_bloodcells.core.base.cell_types import DEFAULT_THRESHOLD
 from napari_bloodcells.core.base.classes import BLOODCELL_CLASSES
 from napari_bloodcells.core.base.device import resolve_device
 from napari_bloodcells.core.base.imaging import convert_to_rgb, to_rgb_uint8
@@ -35,10 +36,10 @@ from napari_bloodcells.core.inference.magnification import (
 )
 from napari_bloodcells.core.inference.tiled import TileSettings, segment
 from napari_bloodcells.core.jobs.inputs import expand_inputs, output_paths
-from napari_bloodcells.core.jobs.measurement import _write_measurements
-from napari_bloodcells.core.measure.cells import (
-    Measurements,
-    measure_cells,
+from napari_bloodcells.core.jobs.measurement import (
+    _write_measurements,
+    measure_image,
+    type_tables,
 )
 from napari_bloodcells.errors import ConfigError, DataError
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from napari_bloodcells.core.base.classes import ClassInfo
     from napari_bloodcells.core.events import Segmentation
     from napari_bloodcells.core.large.stores import LabelsStore
+    from napari_bloodcells.core.measure.cells import Measurements
     from napari_bloodcells.core.model.trained import TrainedModel
 
 
@@ -220,18 +222,27 @@ def segment_files(
     plan = _SegmentPlan(
         model, source, tiles, scale, block or DEFAULT_BLOCK, resume, overwrite, device, client
     )
-    tables: list[Measurements] = []
+    measured: list[tuple[Measurements, np.ndarray | None]] = []
     written = yield from _segment_each(
         plan,
         images,
         targets,
-        tables if measure_to is not None else None,
+        measured if measure_to is not None else None,
         pixel_size,
         should_stop or (lambda: False),
     )
     if client is not None:
         written += yield from plan.drain(len(images), should_stop or (lambda: False))
     if measure_to is not None:
+        tables = [table for table, _ in measured]
+        yield from type_tables(
+            tables,
+            [crops for _, crops in measured],
+            plan.model.type_model,
+            DEFAULT_THRESHOLD,
+            adapt=True,
+            hint=" (measure --no-adapt types them as trained)",
+        )
         yield from _write_measurements(tables, measure_to)
     yield FilesSegmented(tuple(written))
     return written
@@ -270,7 +281,7 @@ def _segment_each(
     plan: _SegmentPlan,
     images: Sequence[Path],
     targets: Sequence[Path],
-    tables: list[Measurements] | None,
+    measured: list[tuple[Measurements, np.ndarray | None]] | None,
     pixel_size: float | None,
     should_stop: Callable[[], bool],
 ) -> Generator[FileEvent, None, list[Path]]:
@@ -290,15 +301,11 @@ def _segment_each(
                 yield Notice(f"Stopped before {path}; {len(written)} file(s) were written.")
                 break
             labels, pixels = done
-            if tables is not None and labels is not None:
-                found = measure_cells(
-                    labels,
-                    pixels,
-                    name=str(path),
-                    pixel_size=pixel_size,
-                    type_model=plan.model.type_model,
+            if measured is not None and labels is not None:
+                _, table, crops = measure_image(
+                    labels, pixels, str(path), pixel_size, plan.model.type_model, DEFAULT_THRESHOLD
                 )
-                tables.append(found[1])
+                measured.append((table, crops))  # typed together once all are measured
         elif not (yield from plan.large_file(path, target, should_stop)):
             break
         if plan.client is None:
