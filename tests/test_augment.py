@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 
 from napari_bloodcells.core.base.classes import IGNORE_INDEX
-from napari_bloodcells.core.training.augment import Augmentation, augment_batch, paste_smear
+from napari_bloodcells.core.training.augment import (
+    Augmentation,
+    augment_batch,
+    colour_jitter,
+    paste_smear,
+)
 
 
 def batch(n: int = 6, size: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,3 +62,22 @@ def test_augment_batch_pastes_when_asked():
     plain, _ = augment_batch(images, masks, torch.Generator().manual_seed(1))
     assert not torch.allclose(out, plain)
     assert set(out_masks.unique().tolist()) <= {0, 1, 2, IGNORE_INDEX}
+
+
+def test_the_stain_intensity_pales_or_darkens_the_cells_and_keeps_white_white():
+    images, masks = batch(n=32)
+    images[:, :, masks[0] == 2] = torch.tensor([0.35, 0.2, 0.5]).view(1, 3, 1)  # a nucleus
+    images[:, :, :4, :4] = 1.0  # empty glass
+    still = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "stain": 0.0}
+    out = colour_jitter(images.clone(), torch.Generator().manual_seed(2), intensity=0.4, **still)
+    # Every optical density of an image is scaled by one factor in [0.6, 1.4].
+    density = -torch.log(images.clamp(min=1 / 255))
+    scaled = -torch.log(out.clamp(min=1 / 255))
+    nucleus = masks[0] == 2
+    ratio = scaled[:, :, nucleus].mean((1, 2)) / density[:, :, nucleus].mean((1, 2))
+    assert float(ratio.min()) < 0.8 and float(ratio.max()) > 1.2, "paler and darker stains"
+    assert float(ratio.min()) >= 0.6 - 1e-4 and float(ratio.max()) <= 1.4 + 1e-4
+    torch.testing.assert_close(scaled, density * ratio.view(-1, 1, 1, 1), atol=2e-3, rtol=1e-3)
+    assert torch.equal(out[:, :, :4, :4], images[:, :, :4, :4])
+    plain = colour_jitter(images.clone(), torch.Generator().manual_seed(2), **still)
+    torch.testing.assert_close(plain, images)  # the other parts off: nothing moves

@@ -41,6 +41,9 @@ class Augmentation:
     smear : float
         Probability of an image getting red cells and platelets pasted into
         its background (:func:`paste_smear`).
+    intensity : float
+        Largest change of the stain's strength: the optical densities are scaled by
+        a factor in ``[1 - intensity, 1 + intensity]``, a paler or a darker stain.
     """
 
     stain: float = 0.0
@@ -49,6 +52,7 @@ class Augmentation:
     blur: float = 0.0
     zoom: float = 1.0
     smear: float = 0.0
+    intensity: float = 0.0
 
 
 def augment_batch(
@@ -98,7 +102,9 @@ def augment_batch(
         images, masks = zoom(images, masks, generator, parts.zoom)
     if parts.smear > 0:  # before the colour parts, which then restain the pasted cells too
         images, masks = paste_smear(images, masks, generator, parts.smear)
-    images = colour_jitter(images, generator, stain_basis=parts.stain, hue=parts.hue)
+    images = colour_jitter(
+        images, generator, stain_basis=parts.stain, hue=parts.hue, intensity=parts.intensity
+    )
     if parts.grayscale > 0:
         images = _grayscale(images, generator, parts.grayscale)
     if parts.blur > 0:
@@ -326,13 +332,16 @@ def colour_jitter(
     stain: float = 0.08,
     stain_basis: float = 0.0,
     hue: float = 0.0,
+    intensity: float = 0.0,
 ) -> torch.Tensor:
     """Per-image brightness, contrast, saturation and channel gains; optionally basis and hue.
 
     Staining varies between slides and labs. Small per-channel gains mimic the
-    same stain applied a little differently; ``stain_basis`` mixes the optical
-    densities of the three channels, which is what a different stain or camera
-    does to the colours; ``hue`` rotates colours around the grey axis.
+    same stain applied a little differently; ``intensity`` scales all optical
+    densities at once, a paler or darker stain (the background, near white,
+    barely changes); ``stain_basis`` mixes the optical densities of the three
+    channels, which is what a different stain or camera does to the colours;
+    ``hue`` rotates colours around the grey axis.
     """
     n = images.shape[0]
 
@@ -341,6 +350,8 @@ def colour_jitter(
     def factor(amount: float, *shape: int) -> torch.Tensor:
         return (1.0 + (torch.rand(n, *shape, generator=generator) * 2 - 1) * amount).to(device)
 
+    if intensity > 0:
+        images = torch.exp(torch.log(images.clamp(min=1 / 255)) * factor(intensity, 1, 1, 1))
     if stain_basis > 0:
         density = -torch.log(images.clamp(min=1 / 255))
         mixing = torch.eye(3) + (torch.rand(n, 3, 3, generator=generator) * 2 - 1) * stain_basis
