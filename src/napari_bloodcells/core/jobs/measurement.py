@@ -220,6 +220,32 @@ def type_tables(
         table.columns.update(crop_type_columns(chosen, cut, threshold))
 
 
+def write_typed(
+    measured: Sequence[tuple[Measurements, np.ndarray | None]],
+    type_model: TypeModel | None,
+    out: Path,
+) -> Generator[Notice, None, None]:
+    """Type the tables of :func:`measure_image` as one run (:func:`type_tables`), then write them.
+
+    For ``segment --measure``, which has no ``--no-adapt`` of its own: the notice points to
+    ``measure``'s.
+
+    Parameters
+    ----------
+    measured : sequence of (Measurements, ndarray or None)
+        Each image's table and the crops its cells are typed from.
+    type_model : TypeModel or None
+        The model's cell-type model; ``None`` writes the tables untyped.
+    out : Path
+        The CSV file, written atomically.
+    """
+    tables = [table for table, _ in measured]
+    crops = [cut for _, cut in measured]
+    hint = " (measure --no-adapt types them as trained)"
+    yield from type_tables(tables, crops, type_model, DEFAULT_THRESHOLD, adapt=True, hint=hint)
+    yield from _write_measurements(tables, out)
+
+
 def _read_pair(path: Path, image: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
     classes = check_class_labels(read_mask(path), f"The labels {path}")
     picture = None if image is None else read_image(image)

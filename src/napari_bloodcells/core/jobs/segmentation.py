@@ -36,11 +36,7 @@ from napari_bloodcells.core.inference.magnification import (
 )
 from napari_bloodcells.core.inference.tiled import TileSettings, segment
 from napari_bloodcells.core.jobs.inputs import expand_inputs, output_paths
-from napari_bloodcells.core.jobs.measurement import (
-    _write_measurements,
-    measure_image,
-    type_tables,
-)
+from napari_bloodcells.core.jobs.measurement import measure_image, write_typed
 from napari_bloodcells.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -234,16 +230,7 @@ def segment_files(
     if client is not None:
         written += yield from plan.drain(len(images), should_stop or (lambda: False))
     if measure_to is not None:
-        tables = [table for table, _ in measured]
-        yield from type_tables(
-            tables,
-            [crops for _, crops in measured],
-            plan.model.type_model,
-            DEFAULT_THRESHOLD,
-            adapt=True,
-            hint=" (measure --no-adapt types them as trained)",
-        )
-        yield from _write_measurements(tables, measure_to)
+        yield from write_typed(measured, plan.model.type_model, measure_to)
     yield FilesSegmented(tuple(written))
     return written
 
