@@ -178,9 +178,17 @@ def test_no_cell_found_falls_back_to_1_with_one_sentence(base_model, few_cells):
     )
 
 
+@pytest.mark.parametrize(
+    ("recorded", "replayed"),
+    [(0.2, 0.2), (None, 0.0)],  # None: a model trained before the jitter existed
+)
 def test_cli_init_without_epochs_uses_and_prints_the_finetune_schedule(
-    base_model, few_cells, make_folder, tmp_path, capsys, data_env
+    base_model, few_cells, make_folder, tmp_path, capsys, data_env, recorded, replayed
 ):
+    # The preset's jitter is 0.4; the start's own recipe is what its replay is shown with.
+    base_model.config.pop("intensity_jitter")
+    if recorded is not None:
+        base_model.config["intensity_jitter"] = recorded
     base = save_checkpoint(base_model, tmp_path / "base.pt")
     data = make_folder(few_cells.subset(range(6)), tmp_path / "corrected")
     out = tmp_path / "tuned.pt"
@@ -192,6 +200,7 @@ def test_cli_init_without_epochs_uses_and_prints_the_finetune_schedule(
     tuned = load_checkpoint(out)
     assert tuned.config["schedule"] == "finetune" and tuned.config["scale"] == 0.8
     assert tuned.config["data_source"] == "bloodcells", "the next fine-tune replays it too"
+    assert tuned.config["intensity_jitter"] == replayed, "the replay is shown as the start saw it"
 
 
 @pytest.mark.parametrize(

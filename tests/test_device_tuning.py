@@ -19,6 +19,7 @@ from napari_bloodcells.core.model.trained import TrainedModel
 from napari_bloodcells.core.training.config import (
     CPU_BATCH,
     CPU_EPOCHS,
+    CPU_INTENSITY_JITTER,
     CPU_NETWORK,
     GPU_BATCH,
     preset,
@@ -40,6 +41,7 @@ def test_a_gpu_trains_larger_batches_at_a_scaled_learning_rate():
     assert config.batch_size == GPU_BATCH
     assert config.lr == pytest.approx(default.lr * (GPU_BATCH / default.batch_size) ** 0.5)
     assert (config.epochs, config.decoder_channels) == (default.epochs, ())
+    assert config.intensity_jitter == default.intensity_jitter > 0
     assert f"batch {GPU_BATCH}" in said
 
 
@@ -57,6 +59,9 @@ def test_a_cpu_without_fast_bf16_gets_the_lighter_network_for_its_epochs(no_fast
     assert config.lr == pytest.approx(default.lr * (CPU_BATCH / default.batch_size) ** 0.5)
     assert "lighter network" in said and f"{CPU_EPOCHS} epochs" in said
     assert f"batch {CPU_BATCH}" in said
+    # The stain-intensity jitter cost this network precision on real fields and found no more
+    # white cells: it is the resnet18 network's alone.
+    assert config.intensity_jitter == CPU_INTENSITY_JITTER < default.intensity_jitter
 
 
 def test_the_cpu_batch_never_exceeds_the_training_set(no_fast_bf16):
