@@ -78,10 +78,11 @@ def training_job(
     else:  # a fine-tune replays what the starting model was trained on, next time too
         config = config.with_changes(
             data_source=str(start.config.get("data_source", "")),
-            # ... and as it was shown it: the CPU network learned without the intensity jitter
-            # (config.CPU_INTENSITY_JITTER), and its replay jittered took 10 corrected fields
-            # to precision 0.928 instead of 0.962 (median of 3 draws, docs/benchmarks.md).
-            # (a recorded recipe without the field predates the jitter: none).
+            # ... shown as the start saw it. The CPU network learns without the intensity
+            # jitter (config.CPU_INTENSITY_JITTER); replayed with the preset's, its fine-tune
+            # on 10 corrected fields reached precision 0.928 instead of 0.962 (medians of 3
+            # draws, docs/benchmarks.md). A recorded recipe without the field predates the
+            # jitter; a model with no recipe (imported) takes the preset's.
             intensity_jitter=start.config.get("intensity_jitter", 0.0 if start.config else None),
         )
     config = config.with_changes(data_digest=pairs.digest())
