@@ -17,6 +17,7 @@ from napari_bloodcells.core.model.checkpoint import load_checkpoint, save_checkp
 from napari_bloodcells.core.model.networks import build_model
 from napari_bloodcells.core.model.trained import TrainedModel
 from napari_bloodcells.core.training.config import (
+    CPU_AVERAGE_SHARE,
     CPU_BATCH,
     CPU_EPOCHS,
     CPU_INTENSITY_JITTER,
@@ -42,6 +43,7 @@ def test_a_gpu_trains_larger_batches_at_a_scaled_learning_rate():
     assert config.lr == pytest.approx(default.lr * (GPU_BATCH / default.batch_size) ** 0.5)
     assert (config.epochs, config.decoder_channels) == (default.epochs, ())
     assert config.intensity_jitter == default.intensity_jitter > 0
+    assert config.average_share == default.average_share > 0
     assert f"batch {GPU_BATCH}" in said
 
 
@@ -62,6 +64,8 @@ def test_a_cpu_without_fast_bf16_gets_the_lighter_network_for_its_epochs(no_fast
     # The stain-intensity jitter cost this network precision on real fields and found no more
     # white cells: it is the resnet18 network's alone.
     assert config.intensity_jitter == CPU_INTENSITY_JITTER < default.intensity_jitter
+    # Averaging the last epochs was measured on the resnet18 network only.
+    assert config.average_share == CPU_AVERAGE_SHARE < default.average_share
 
 
 def test_the_cpu_batch_never_exceeds_the_training_set(no_fast_bf16):

@@ -50,6 +50,7 @@ from napari_bloodcells.core.jobs import (
     better_current,
     cache_dir,
     export_model,
+    kept_epochs,
     save_checkpoint,
     training_job,
 )
@@ -512,7 +513,7 @@ class TrainWidget(JobWidget):
         how = "fine-tuned" if self._finetune else "trained"
         self.state.current.set(
             result.model,
-            f"{how} in this session, epoch {result.best_epoch}{scores}",
+            f"{how} in this session, {kept_epochs(result.model.metrics)}{scores}",
             undoable=self._finetune,
         )
         kept = f" A copy is in {result.saved_to}." if result.saved_to else ""
@@ -520,11 +521,9 @@ class TrainWidget(JobWidget):
             self._summary = result.reason
             show_info(f"{result.reason} It is now the current model.{kept}")
             return
-        self._summary = f"{result.reason} Kept epoch {result.best_epoch}{scores}."
-        show_info(
-            f"{result.reason} The model of epoch {result.best_epoch} is now the current "
-            f"model.{kept}"
-        )
+        epochs = kept_epochs(result.model.metrics)
+        self._summary = f"{result.reason} Kept {epochs}{scores}."
+        show_info(f"{result.reason} The model of {epochs} is now the current model.{kept}")
 
     def job_ended(self) -> None:
         """Give the viewer's run lock back."""

@@ -25,6 +25,7 @@ from napari_bloodcells.core.events import (
 )
 from napari_bloodcells.core.jobs import (
     from_environment,
+    kept_epochs,
     plot_curves,
     training_job,
     write_history_json,
@@ -207,7 +208,7 @@ def _report(result: TrainingResult, out: Path) -> int:
         if result.kept_start
         else "the model the fine-tune kept"
         if result.outcome
-        else f"the model of epoch {result.best_epoch}"
+        else f"the model of {kept_epochs(result.model.metrics)}"
     )
     if not result.best_epoch and not result.kept_start:
         print("No epoch finished, so no model was saved.")

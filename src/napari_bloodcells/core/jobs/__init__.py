@@ -56,7 +56,12 @@ from napari_bloodcells.core.measure.differential import (
     differential,
     write_differential,
 )
-from napari_bloodcells.core.model.checkpoint import best_dev_dice, describe_file, save_checkpoint
+from napari_bloodcells.core.model.checkpoint import (
+    best_dev_dice,
+    describe_file,
+    kept_epochs,
+    save_checkpoint,
+)
 from napari_bloodcells.core.model.networks import architectures, encoders_for
 from napari_bloodcells.core.training.ddp import from_environment
 from napari_bloodcells.core.training.finetune import better_current
@@ -90,6 +95,7 @@ __all__ = [
     "expand_inputs",
     "export_model",
     "from_environment",
+    "kept_epochs",
     "large_labels_store",
     "load_model",
     "load_replay",

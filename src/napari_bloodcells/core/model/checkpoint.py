@@ -50,11 +50,23 @@ def existing_model_file(path: str | Path) -> Path:
     return path
 
 
+def kept_epochs(metrics: dict[str, Any]) -> str:
+    """Where a trained model's weights come from, e.g. "epoch 30" or "epochs 21-30 averaged"."""
+    averaged = metrics.get("averaged")
+    if averaged:
+        first, last = averaged["epochs"]
+        return f"epochs {first}-{last} averaged" if first < last else f"epoch {last} averaged"
+    return f"epoch {metrics.get('best_epoch')}"
+
+
 def best_dev_dice(model: TrainedModel) -> str:
-    """The foreground classes' dev Dice of the model's best epoch, e.g. "cytoplasm 0.95,
-    nucleus 0.97"; "" when its history does not have them."""
+    """The foreground classes' dev Dice of the model's kept weights (its best epoch or
+    the average of its last epochs), e.g. "cytoplasm 0.95, nucleus 0.97"; "" when its
+    history does not have them."""
     best = model.metrics.get("best_epoch")
-    entry = next((h for h in model.metrics.get("history", []) if h.get("epoch") == best), None)
+    entry = model.metrics.get("averaged") or next(
+        (h for h in model.metrics.get("history", []) if h.get("epoch") == best), None
+    )
     if entry is None or "dice" not in entry:
         return ""
     return ", ".join(
@@ -229,7 +241,7 @@ def describe(model: TrainedModel) -> str:
     text = f"{arch}, trained on {source}" if source else arch
     scores = best_dev_dice(model)
     if scores:
-        text += f"; epoch {model.metrics.get('best_epoch')}, dev Dice {scores}"
+        text += f"; {kept_epochs(model.metrics)}, dev Dice {scores}"
     if model.type_model is not None:
         accuracy = model.type_model.metrics.get("dev_accuracy")
         shown = f" (dev accuracy {accuracy:.2f})" if isinstance(accuracy, float) else ""

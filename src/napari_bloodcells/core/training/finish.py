@@ -100,6 +100,7 @@ def finish_run(
         model.type_model = yield from fit_run_types(run)
     model.metrics = {
         "best_epoch": keeper.epoch,
+        "averaged": progress.averaged,
         "best_dev_score": keeper.score,
         "history": progress.history,
         "reason": progress.reason,

@@ -32,6 +32,7 @@ from napari_bloodcells.core.events import (
     TrainingStarted,
 )
 from napari_bloodcells.core.training.augment import augment_batch
+from napari_bloodcells.core.training.averaging import EpochAverage
 from napari_bloodcells.core.training.finetune import (
     CORRECTION_AUGMENTATION,
     Candidate,
@@ -119,11 +120,14 @@ def train(
     for message in run.notices:
         yield Notice(message)
     yield from _start(run, keeper, progress)
+    average = EpochAverage(run)
     try:
         for epoch in range(1, run.schedule.epochs + 1):
             yield from _epoch(run, keeper, progress, epoch)
             if progress.stopped:
                 break
+            average.add(run.network, epoch)
+        yield from average.keep(run, keeper, progress, lambda indices: _inputs(run, indices))
     except BaseException:
         keeper.save_after_crash(run.model, progress.history)
         raise

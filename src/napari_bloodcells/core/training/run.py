@@ -144,6 +144,8 @@ class RunProgress:
     reason: str = "Training finished."
     stopped: bool = False
     diverged: bool = False
+    averaged: dict[str, Any] | None = None
+    """``epochs`` (first, last) averaged into the kept model and its dev ``dice``."""
 
 
 def _split(data: SegmentationData, config: TrainConfig) -> tuple[list[int], list[int]]:
