@@ -2,8 +2,8 @@
 
 Izmailov et al. (UAI 2018): the weights of the last epochs of a run, averaged, lie in
 a flatter part of the loss than any one of them and generalise further. For the
-default preset it found 0.01-0.02 more of a real microscope's white cells in every
-seed measured, for 0.002-0.003 of Dataset 1's dev Dice (docs/benchmarks.md), so a new
+default preset it found 0.017-0.037 more of a real microscope's white cells in each of
+three seeds, for 0.001-0.003 of Dataset 1's dev Dice (docs/benchmarks.md), so a new
 model that trained all its epochs keeps the average, whatever its own dev score: the
 dev images are Dataset 1's, the microscopes it is for are not. A stopped run keeps its
 best epoch as before; a fine-tune chooses among its rounds by the user's corrections.
