@@ -83,6 +83,6 @@ class EpochAverage:
             for c in range(1, len(names))
         )
         yield Notice(
-            f"Kept {kept_epochs({'averaged': progress.averaged})}, which find more cells on "
-            f"other microscopes; dev Dice, epoch {self.last} alone → averaged: {said}."
+            f"Kept {kept_epochs({'averaged': progress.averaged})}: averaged weights find more "
+            f"cells on other microscopes; dev Dice, epoch {self.last} alone → averaged: {said}."
         )
