@@ -60,13 +60,9 @@ class EpochAverage:
         in the run's precision.
         """
         average = self.average
-        if (
-            average is None
-            or progress.stopped
-            or int(average.n_averaged) < self.last - self.first + 1
-        ):
+        if average is None or progress.stopped:  # a run that is not stopped added every epoch
             return
-        _, alone, _ = run.evaluate_dev()
+        alone = progress.history[-1]["dice"]  # the last epoch, scored as it ended
         run.network.load_state_dict(average.module.state_dict())
         batches = (inputs(indices)[0] for indices in run.batches(progress.batch_size))
         with torch.no_grad(), run.autocast():
@@ -79,8 +75,7 @@ class EpochAverage:
         progress.averaged = {"epochs": [self.first, self.last], "dice": list(scores.dice)}
         names = run.model.classes.names
         said = ", ".join(
-            f"{names[c]} {alone.scores().dice[c]:.3f} → {scores.dice[c]:.3f}"
-            for c in range(1, len(names))
+            f"{names[c]} {alone[c]:.3f} → {scores.dice[c]:.3f}" for c in range(1, len(names))
         )
         yield Notice(
             f"Kept {kept_epochs({'averaged': progress.averaged})}: averaged weights find more "
