@@ -77,3 +77,22 @@ def test_a_stopped_run_keeps_its_best_epoch_unaveraged(
     best = seen[result.best_epoch - 1]
     for name, value in kept.items():
         assert torch.equal(best[name], value), name
+
+
+def test_a_share_of_one_epoch_keeps_the_best_epoch(few_cells, tiny_config, monkeypatch):
+    # A third of two epochs rounds to one: that epoch "averaged" would only re-estimate
+    # its statistics and replace a better first epoch.
+    seen = _recording(monkeypatch)
+    config = _config(tiny_config).with_changes(epochs=2, average_share=1 / 3)
+    events = list(train(config, few_cells))
+    result = events[-1].result
+    assert not result.stopped_early and result.model.metrics["averaged"] is None
+    assert not [e for e in events if isinstance(e, Notice) and "averaged" in e.message]
+    kept = result.model.network.state_dict()
+    best = seen[result.best_epoch - 1]
+    # The class-area calibration is added to the output's bias afterwards.
+    calibrated = id(output_layer(result.model.network).bias)
+    names = {id(p): n for n, p in result.model.network.named_parameters()}
+    for name, value in kept.items():
+        if names.get(calibrated) != name:
+            assert torch.equal(best[name], value), name

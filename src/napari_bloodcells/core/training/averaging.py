@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
     Inputs = Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]]
 
+MIN_AVERAGED = 2
+"""The fewest epochs an average takes; with fewer the run keeps its best epoch."""
+
 
 class EpochAverage:
     """The running average of the weights of a run's last epochs.
@@ -41,6 +44,9 @@ class EpochAverage:
     def __init__(self, run: Run) -> None:
         epochs = run.schedule.epochs
         count = 0 if run.plan is not None else round(epochs * run.config.average_share)
+        # One epoch "averaged" is that epoch with re-estimated statistics: it would
+        # replace the best epoch of a short run for nothing, so it takes two.
+        count = count if count >= MIN_AVERAGED else 0
         self.first = epochs - count + 1
         self.last = epochs
         self.average = torch.optim.swa_utils.AveragedModel(run.network) if count > 0 else None

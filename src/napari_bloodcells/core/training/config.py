@@ -49,8 +49,8 @@ class TrainConfig:
         The optional parts of :class:`~napari_bloodcells.core.training.augment.Augmentation`.
     average_share : float
         A new model keeps the average of the weights of this last share of its
-        epochs (:mod:`~napari_bloodcells.core.training.averaging`); 0 keeps the best
-        epoch by dev score.
+        epochs (:mod:`~napari_bloodcells.core.training.averaging`); 0, or a share
+        of fewer than two epochs, keeps the best epoch by dev score.
     mode : {"native", "resize"}
         Pad/crop patches at native resolution, or resize like the notebook.
     size : int
