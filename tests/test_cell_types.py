@@ -14,6 +14,7 @@ from napari_bloodcells.core.measure.cells import Measurements, measure_cells
 from napari_bloodcells.core.measure.differential import differential
 from napari_bloodcells.core.training.type_fit import (
     TypedCells,
+    _smeared,
     accuracy,
     finetune_types,
     fit_types,
@@ -148,6 +149,25 @@ def _cells_of(shares: dict[str, float], each: int, seed: int) -> TypedCells:
 
 
 SHARES = {"neutrophil": 0.35, "lymphocyte": 0.85}
+
+
+def test_training_crops_get_red_cells_around_the_cell_and_nowhere_else():
+    crops = torch.zeros(32, 5, 64, 64)
+    crops[:, :3, :, 8:] = torch.tensor([0.95, 0.9, 0.7]).view(3, 1, 1)  # glass; 0 is beyond
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    distance = ((yy - 32) ** 2 + (xx - 36) ** 2).sqrt()
+    crops[:, 3] = (distance < 20).float()  # the cell
+    crops[:, 4] = (distance < 9).float()  # its nucleus
+    crops[:, :3] -= 0.5 * crops[:, 3:4]
+    painted = _smeared(crops, torch.Generator().manual_seed(0))
+    changed = (painted != crops).any(1)
+    cell, beyond = crops[:, 3] > 0, crops[:, 0] == 0
+    assert torch.equal(painted[:, 3:], crops[:, 3:])
+    assert not changed[cell].any() and not changed[beyond].any()
+    per_crop = changed.flatten(1).any(1)
+    # About half of the crops get red cells; the rest stay as they were.
+    assert 8 <= int(per_crop.sum()) <= 24
+    assert torch.equal(_smeared(crops, torch.Generator().manual_seed(0)), painted)
 
 
 def test_the_type_model_learns_types_and_types_measured_cells(few_cells):

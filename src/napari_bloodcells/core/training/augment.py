@@ -209,7 +209,12 @@ def _paint_smear(
 
 
 def paste_smear(
-    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, chance: float
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    generator: torch.Generator,
+    chance: float,
+    *,
+    move_aside: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Paint red cells and platelets into the background of a share of the images.
 
@@ -240,6 +245,9 @@ def paste_smear(
         Source of randomness, for reproducible runs.
     chance : float
         Probability of an image being painted.
+    move_aside : bool
+        Whether a quarter of the painted images have their white cell moved aside
+        (not for a crop that is the cell's own).
 
     Returns
     -------
@@ -254,7 +262,7 @@ def paste_smear(
     # Only the chosen images are drawn on: the per-pixel work is a few ms per image.
     on_device = chosen.to(images.device)
     part, part_masks = images[on_device], masks[on_device]
-    moved = (draws[chosen, 1] < _SHIFTED_SHARE).nonzero()[:, 0].to(images.device)
+    moved = (draws[chosen, 1] < _SHIFTED_SHARE * move_aside).nonzero()[:, 0].to(images.device)
     if len(moved):
         part[moved], part_masks[moved] = _shift_aside(part[moved], part_masks[moved], generator)
     painted = _paint_smear(part, part_masks, generator)
