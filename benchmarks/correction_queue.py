@@ -27,14 +27,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from _common import hardware, median, write_json
-from napari_bloodcells.core.data.dataset import read_image
 from napari_bloodcells.core.data.smear_fields import Field, load_fields
-from napari_bloodcells.core.inference.magnification import estimate_scale
 from napari_bloodcells.core.model.checkpoint import load_checkpoint
-from smear_fields import FIELDS, fine_tune, score_fields, write_corrections
+from smear_fields import FIELDS, auto_scale, fine_tune, score_fields, write_corrections
 
 if TYPE_CHECKING:
     from napari_bloodcells.core.model.trained import TrainedModel
@@ -89,9 +85,7 @@ def main() -> None:
     base = load_checkpoint(args.base)
     train = load_fields(args.fields, "train")
     val = load_fields(args.fields, "val")
-    scale = float(
-        np.median([estimate_scale(base, read_image(f.image_path)).scale for f in train[:40]])
-    )
+    scale = auto_scale(base, train)
     zero = score_fields(base, val, scale)
     print(
         f"scale {scale:.3f}; zero-shot val recall {zero.recall:.3f}, precision {zero.precision:.3f}"

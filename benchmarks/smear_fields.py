@@ -57,6 +57,12 @@ if TYPE_CHECKING:
 FIELDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "BCCD-trainval"
 
 
+def auto_scale(model: TrainedModel, train_fields: list[Field], count: int = 40) -> float:
+    """The median of ``--scale auto`` over the first ``count`` train fields: one scale for all."""
+    fields = train_fields[:count]
+    return float(np.median([estimate_scale(model, read_image(f.image_path)).scale for f in fields]))
+
+
 def score_fields(model: TrainedModel, fields: list[Field], scale: float) -> NucleusScore:
     """Pooled nucleus recall and precision of ``model`` on ``fields`` at ``scale``."""
     total = NucleusScore()
@@ -140,8 +146,7 @@ def main() -> None:
     base = load_checkpoint(args.base)
     train_fields = load_fields(args.fields, "train")
     val_fields = load_fields(args.fields, "val")
-    estimates = [estimate_scale(base, read_image(f.image_path)).scale for f in train_fields[:40]]
-    scale = float(np.median(estimates))
+    scale = auto_scale(base, train_fields)
     print(f"--scale auto on 40 train fields: median {scale:.3f}")
 
     zero = score_fields(base, val_fields, scale)

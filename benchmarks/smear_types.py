@@ -36,18 +36,18 @@ from differential import SHARE, TYPES, corrections_of, predicted, scores
 from napari_bloodcells.core.data.dataset import read_image, split_indices
 from napari_bloodcells.core.data.smear_fields import load_fields
 from napari_bloodcells.core.data.type_table import image_key, read_type_table
-from napari_bloodcells.core.inference.magnification import estimate_scale
 from napari_bloodcells.core.inference.tiled import segment_image
 from napari_bloodcells.core.measure.cell_crops import cell_crops
 from napari_bloodcells.core.measure.cells import cells_from_classes
 from napari_bloodcells.core.model.checkpoint import load_checkpoint
 from napari_bloodcells.core.training.type_fit import (
     TypedCells,
+    accuracy,
     finetune_types,
     fit_types,
     typed_cells,
 )
-from smear_fields import FIELDS
+from smear_fields import FIELDS, auto_scale
 
 LABELS = Path(__file__).with_name("bccd_val_types.csv")
 
@@ -57,26 +57,21 @@ def field_cells(model, scale: float) -> tuple[list[str], np.ndarray]:
     names, crops = [], []
     types = model.type_model
     for field in load_fields(FIELDS, "val"):
+        if len(field.white_cells) != 1:
+            continue  # the types are per image: one white cell each
         image = read_image(field.image_path)
         classes = segment_image(model, image, scale=scale)[0]
         cells = cells_from_classes(classes)
-        if len(field.white_cells) != 1:
-            continue  # the types are per image: one white cell each
-        for box in field.white_cells:
-            counts = np.bincount(cells[box.y0 : box.y1, box.x0 : box.x1].ravel())
-            counts[0] = 0
-            if counts.max() == 0:
-                continue  # nothing found there: a missed cell is the segmentation's score
-            crop, _ = cell_crops(
-                image,
-                classes,
-                cells,
-                side=types.side,
-                margin=types.margin,
-                ids=[int(counts.argmax())],
-            )
-            names.append(field.image_path.name)
-            crops.append(crop[0])
+        box = field.white_cells[0]
+        counts = np.bincount(cells[box.y0 : box.y1, box.x0 : box.x1].ravel())
+        counts[0] = 0
+        if counts.max() == 0:
+            continue  # nothing found there: a missed cell is the segmentation's score
+        crop, _ = cell_crops(
+            image, classes, cells, side=types.side, margin=types.margin, ids=[int(counts.argmax())]
+        )
+        names.append(field.image_path.name)
+        crops.append(crop[0])
     return names, np.stack(crops)
 
 
@@ -97,10 +92,7 @@ def main() -> None:
     if args.refit_types:
         model.type_model = fit_types(replay, model.type_model.types)
     start = model.type_model
-    fields = load_fields(FIELDS, "train")[:40]
-    scale = float(
-        np.median([estimate_scale(model, read_image(f.image_path)).scale for f in fields])
-    )
+    scale = auto_scale(model, load_fields(FIELDS, "train"))
     names, crops = field_cells(model, scale)
     table = read_type_table(LABELS)
     labelled = [i for i, name in enumerate(names) if image_key(name) in table]
@@ -126,15 +118,8 @@ def main() -> None:
             share=SHARE,
             seed=draw,
         )
-        kept = tuned.kept
-        rows.append(
-            {
-                "as trained": scores(np.array(rest.types), predicted(kept, rest))["accuracy"],
-                "adapted": scores(np.array(rest.types), predicted(kept.for_cells(crops), rest))[
-                    "accuracy"
-                ],
-            }
-        )
+        typed = {"as trained": tuned.kept, "adapted": tuned.kept.for_cells(crops)}
+        rows.append({key: round(accuracy(m, rest) or 0.0, 3) for key, m in typed.items()})
         print(f"draw {draw}: {rows[-1]}; {tuned.sentence}", flush=True)
     if rows:
         figures["after 10 reclassified (median of draws)"] = {
