@@ -12,9 +12,9 @@
    outside it). Each is typed zero-shot; with the batch-norm statistics of the cells
    themselves (``TypeModel.for_cells``, what ``measure`` and ``differential`` do from 50
    cells on, no label); and after the product's type fine-tune
-   (:func:`~napari_bloodcells.core.training.type_fit.finetune_types`) on 10 cells of the
-   training folds in that stain that a technologist would reclassify (two per type that
-   the model types wrong, where it has them), 2 held out to choose, replaying the training
+   (:func:`~napari_bloodcells.core.training.type_finetune.finetune_types`) on 10 cells of
+   the training folds in that stain that a technologist would reclassify (two per type that
+   the model types wrong, where it has them), each judged unseen, replaying the training
    folds' cells: typed as trained (``--no-adapt``: the corrections' statistics) and as
    ``measure`` types runs of 10, of 20 and of all of a fold's cells (about 60: the run's
    own statistics; fewer than 50 cells weighed against the model's own).
@@ -42,10 +42,10 @@ from skimage.transform import resize
 
 from _common import hardware, median, write_json
 from napari_bloodcells.core.data.bloodcell_dataset import bloodcell_folder
-from napari_bloodcells.core.data.dataset import load_folder, split_indices
+from napari_bloodcells.core.data.dataset import load_folder
+from napari_bloodcells.core.training.type_finetune import finetune_types
 from napari_bloodcells.core.training.type_fit import (
     TypedCells,
-    finetune_types,
     fit_types,
     typed_cells,
 )
@@ -214,14 +214,16 @@ def main() -> None:
             shown["own"].setdefault(f"runs of {size} cells", []).extend(in_runs(model, test, size))
         for name, change in PROXIES.items():
             stained_test, stained_train = change(test, fold), change(train, 10 + fold)
-            # 10 reclassified cells of the training folds, a fifth held out to choose.
+            # 10 reclassified cells of the training folds.
             picked = corrections_of(model, stained_train, fold)
-            kept_idx, held_idx = split_indices(len(picked), 0.2, fold)
-            fixes = stained_train.subset([picked[i] for i in kept_idx])
-            held = stained_train.subset([picked[i] for i in held_idx])
             replayed = train.subset([i for i in range(len(train)) if i not in picked])
             tuned = finetune_types(
-                model, fixes, replayed, held=held, reference=test, share=SHARE, seed=fold
+                model,
+                stained_train.subset(picked),
+                replayed,
+                reference=test,
+                share=SHARE,
+                seed=fold,
             )
             shown_truth[name] += list(stained_test.types)
             ways = {

@@ -13,9 +13,9 @@ the box is cut and typed, as ``measure`` cuts it. Reported:
 1. typed as trained (one cell at a time, ``--no-adapt``);
 2. adapted to the batch statistics of all the val fields' cells (what ``measure`` does with 50
    or more cells, no label read);
-3. after 10 reclassified cells (the product's type fine-tune, 2 of them held out to
-   choose, Dataset 1's cells replayed), on the 46 other labelled cells, typed both
-   ways; three draws of the 10, medians.
+3. after 10 reclassified cells (the product's type fine-tune, each of the 10 judged by a
+   fine-tune that had not seen it, Dataset 1's cells replayed), on the 46 other labelled
+   cells, typed both ways; three draws of the 10, medians.
 
 ``--refit-types`` first replaces the checkpoint's type model by one trained with this
 version's recipe on Dataset 1's train split, as ``train`` would.
@@ -40,10 +40,10 @@ from napari_bloodcells.core.inference.tiled import segment_image
 from napari_bloodcells.core.measure.cell_crops import cell_crops
 from napari_bloodcells.core.measure.cells import cells_from_classes
 from napari_bloodcells.core.model.checkpoint import load_checkpoint
+from napari_bloodcells.core.training.type_finetune import finetune_types
 from napari_bloodcells.core.training.type_fit import (
     TypedCells,
     accuracy,
-    finetune_types,
     fit_types,
     typed_cells,
 )
@@ -107,16 +107,9 @@ def main() -> None:
     rows = []
     for draw in range(args.draws):
         picked = corrections_of(start, truth, draw)
-        kept_idx, held_idx = split_indices(len(picked), 0.2, draw)
         rest = truth.subset([i for i in range(len(truth)) if i not in picked])
         tuned = finetune_types(
-            start,
-            truth.subset([picked[i] for i in kept_idx]),
-            replay,
-            held=truth.subset([picked[i] for i in held_idx]),
-            reference=reference,
-            share=SHARE,
-            seed=draw,
+            start, truth.subset(picked), replay, reference=reference, share=SHARE, seed=draw
         )
         typed = {"as trained": tuned.kept, "adapted": tuned.kept.for_cells(crops)}
         rows.append({key: round(accuracy(m, rest) or 0.0, 3) for key, m in typed.items()})

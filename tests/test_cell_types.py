@@ -12,13 +12,12 @@ from napari_bloodcells.core.data.type_table import read_type_table
 from napari_bloodcells.core.measure.cell_crops import cell_crops
 from napari_bloodcells.core.measure.cells import Measurements, measure_cells
 from napari_bloodcells.core.measure.differential import differential
+from napari_bloodcells.core.training.type_finetune import finetune_types, statistics_of
 from napari_bloodcells.core.training.type_fit import (
     TypedCells,
     _smeared,
     accuracy,
-    finetune_types,
     fit_types,
-    statistics_of,
     typed_cells,
 )
 from napari_bloodcells.errors import DataError
@@ -185,16 +184,14 @@ def test_a_type_fine_tune_learns_what_was_reclassified_and_forgetting_counts_aga
     model = fit_types(_cells_of(SHARES, 16, 0), tuple(SHARES), epochs=40)
     # Another lab calls the small nuclei lymphocytes, and adds a type of its own.
     theirs = {"neutrophil": 0.85, "lymphocyte": 0.35, "monocyte": 0.6}
-    fixes, held = _cells_of(theirs, 3, 2), _cells_of(theirs, 3, 3)
-    result = finetune_types(
-        model, fixes, _cells_of(theirs, 0, 4), held=held, reference=None, share=0.5
-    )
+    fixes = _cells_of(theirs, 3, 2).joined(_cells_of(theirs, 3, 3))
+    result = finetune_types(model, fixes, _cells_of(theirs, 0, 4), reference=None, share=0.5)
     assert result.kept is result.tuned
     assert result.kept.types == ("neutrophil", "lymphocyte", "monocyte")
     # Only the last layer learned: the convolutions are the start's, and the batch
     # statistics are those of the user's cells (the held-out ones too), as adapting gives.
     start_body, tuned_body = model.network.state_dict(), result.tuned.network.state_dict()
-    theirs = model.adapted(np.concatenate([fixes.crops, held.crops])).network.state_dict()
+    theirs = model.adapted(fixes.crops).network.state_dict()
     last = max(int(name.split(".")[0]) for name in start_body)
     for name, value in start_body.items():
         if int(name.split(".")[0]) == last:
@@ -205,16 +202,14 @@ def test_a_type_fine_tune_learns_what_was_reclassified_and_forgetting_counts_aga
         elif not name.endswith("num_batches_tracked"):
             assert torch.equal(value, tuned_body[name]), name
     assert result.after > result.before and result.kept.fine_tuned and not model.fine_tuned
-    assert "held-out corrections" in result.sentence
+    # Each of the 18 was judged by a fine-tune that had not seen it; the kept one saw all.
+    assert "your 18 corrections, each typed by a fine-tune that had not seen it" in result.sentence
+    assert "trained on all 18" in result.sentence
+    assert accuracy(result.kept, fixes) >= result.after
     # The same, judged against the model's own cells, which it now types the other way:
     # what it forgets counts against what it gains, and both are said.
     weighed = finetune_types(
-        model,
-        fixes,
-        _cells_of(theirs, 0, 4),
-        held=held,
-        reference=_cells_of(SHARES, 4, 5),
-        share=0.5,
+        model, fixes, _cells_of(theirs, 0, 4), reference=_cells_of(SHARES, 4, 5), share=0.5
     )
     assert "own cells" in weighed.sentence
     # Its own cells are typed through its own statistics, as they were replayed.
@@ -227,12 +222,7 @@ def test_a_type_fine_tune_learns_what_was_reclassified_and_forgetting_counts_aga
     assert (weighed.kept is weighed.tuned) == (weighed.after - forgot > weighed.before)
     # Corrections the model already gets right teach nothing: the start is kept.
     again = finetune_types(
-        model,
-        _cells_of(SHARES, 3, 6),
-        _cells_of(SHARES, 2, 7),
-        held=None,
-        reference=None,
-        share=0.5,
+        model, _cells_of(SHARES, 3, 6), _cells_of(SHARES, 2, 7), reference=None, share=0.5
     )
     assert again.kept is model and "kept the starting types" in again.sentence
     # Below STATISTICS_FROM corrected cells their statistics are mostly their own: kept.
@@ -240,7 +230,6 @@ def test_a_type_fine_tune_learns_what_was_reclassified_and_forgetting_counts_aga
         model,
         _cells_of({"neutrophil": 0.85, "lymphocyte": 0.35}, 2, 8),
         _cells_of(SHARES, 2, 9),
-        held=None,
         reference=None,
         share=0.5,
     )
@@ -284,3 +273,17 @@ def test_an_image_without_white_cells_gets_its_row_of_zeros():
     assert [r.image for r in rows] == ["empty field", "b", "a", "total"]
     assert rows[0].cells == 0 and rows[0].to_verify == 0 and rows[0].percent("neutrophil") == 0
     assert rows[-1].cells == 2
+
+
+def test_a_type_fine_tune_is_judged_on_corrections_it_had_not_seen():
+    model = fit_types(_cells_of(SHARES, 16, 0), tuple(SHARES), epochs=40)
+    # Six cells the model already types right, and one of a type it never saw.
+    corrections = _cells_of(SHARES, 3, 11).joined(_cells_of({"monocyte": 0.6}, 1, 12))
+    result = finetune_types(
+        model, corrections, _cells_of(SHARES, 2, 13), reference=None, share=0.75
+    )
+    # Trained on all seven, it types the new cell too; but the one monocyte, held out, has
+    # nothing to be learned from, so unseen the seven are typed no better than before.
+    assert accuracy(result.tuned, corrections) == 1.0
+    assert result.before == pytest.approx(6 / 7) and result.after <= result.before
+    assert result.kept is model and "kept the starting types" in result.sentence

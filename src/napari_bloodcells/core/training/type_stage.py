@@ -3,8 +3,9 @@
 A new model learns the types of its training split and is scored on its dev split.
 A fine-tune retrains the starting model's last layer on the corrections (at most a
 quarter of the draws unless they bring a new type) plus the replayed cells, and keeps
-the result only if the held-out corrections are typed better; the replay's dev cells
-measure what it forgot. Both numbers are said, as for the segmentation.
+the result only if the corrections, each typed by a fine-tune that did not see it, are
+typed better; the replay's dev cells measure what it forgot. Both numbers are said, as
+for the segmentation. A model without types learns them from the corrections.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from napari_bloodcells.core.events import Notice
+from napari_bloodcells.core.training.type_finetune import finetune_types
 from napari_bloodcells.core.training.type_fit import (
     MIN_EXAMPLES,
+    TypedCells,
     accuracy,
-    finetune_types,
     fit_types,
     learnable_types,
     share_text,
+    type_order,
     typed_cells,
 )
 
@@ -70,15 +75,21 @@ def fit_run_types(run: Run) -> Generator[Notice, None, TypeModel | None]:
 
 def _finetune_types(run: Run, plan: FineTunePlan) -> Generator[Notice, None, TypeModel | None]:
     start = run.model.type_model
-    fixes = typed_cells(plan.pool.subset(range(plan.corrections)))
-    if not len(fixes):
+    # The segmentation holds some corrections out to choose; the types cross-fit over all
+    # of them instead (core/training/type_finetune.py), so they are one set again.
+    corrections = typed_cells(plan.pool.subset(range(plan.corrections)))
+    if plan.dev_held_out:
+        corrections = corrections.joined(typed_cells(plan.dev))
+    if not len(corrections):
         return start
-    yield Notice(f"Fine-tuning the white-cell types on {len(fixes)} corrected cell(s)…")
+    replayed = typed_cells(plan.pool.subset(range(plan.corrections, len(plan.pool))))
+    yield Notice(f"Fine-tuning the white-cell types on {len(corrections)} corrected cell(s)…")
+    if start is None:
+        return (yield from _first_types(run, corrections, replayed, plan.share))
     tuned = finetune_types(
         start,
-        fixes,
-        typed_cells(plan.pool.subset(range(plan.corrections, len(plan.pool)))),
-        held=typed_cells(plan.dev) if plan.dev_held_out else None,
+        corrections,
+        replayed,
         reference=typed_cells(plan.reference) if plan.reference is not None else None,
         share=plan.share,
         seed=run.config.seed,
@@ -88,3 +99,24 @@ def _finetune_types(run: Run, plan: FineTunePlan) -> Generator[Notice, None, Typ
         return start
     yield Notice(tuned.sentence)
     return tuned.kept
+
+
+def _first_types(
+    run: Run, corrections: TypedCells, replayed: TypedCells, share: float
+) -> Generator[Notice, None, TypeModel | None]:
+    """A model without types learns them from the corrections, ``share`` of the draws."""
+    cells = corrections.joined(replayed)
+    types = tuple(sorted(set(corrections.types), key=type_order))
+    if len(types) < 2:
+        yield Notice("Cell types were not learned: correct cells of at least two types.")
+        return None
+    weights = np.r_[
+        np.full(len(corrections), share / len(corrections)),
+        np.full(len(replayed), (1 - share) / max(1, len(replayed))),
+    ]
+    model = fit_types(cells, types, weights=weights, seed=run.config.seed)
+    if model is not None:
+        yield Notice(
+            f"Learned {len(types)} white-cell types from {len(corrections)} corrected cells."
+        )
+    return model
