@@ -92,6 +92,21 @@ def test_train_learns_types_from_types_csv_and_a_fine_tune_continues_them(
     assert load_checkpoint(tuned).type_model.types == ("neutrophil", "lymphocyte", "monocyte")
 
 
+def test_a_model_without_types_learns_them_from_typed_corrections(
+    tmp_path, typed_bloodcells, make_folder, capsys
+):
+    plain = save_checkpoint(untrained_model(native=True), tmp_path / "plain.pt")
+    kinds = typed_bloodcells.types
+    picked = [i for i, k in enumerate(kinds) if k == "neutrophil"][:2]
+    picked += [i for i, k in enumerate(kinds) if k == "eosinophil"][:2]
+    folder = _typed_folder(typed_bloodcells.subset(picked), tmp_path / "fixes", make_folder)
+    tuned = tmp_path / "tuned.pt"
+    argv = ["train", "--data", folder, "--init", plain, "--device", "cpu", "--out", tuned]
+    assert main(argv) == 0
+    assert "Learned 2 white-cell types from 4 corrected cells" in capsys.readouterr().err
+    assert load_checkpoint(tuned).type_model.types == ("neutrophil", "eosinophil")
+
+
 def test_measure_and_differential_type_the_cells_of_labels(typed_model, labelled, capsys):
     cells = labelled / "cells.csv"
     labels = [str(labelled / "labels" / f"{i}.png") for i in range(3)]
