@@ -47,7 +47,7 @@ VIEWS = (32, 6)
 """Augmented views whose features are computed per correction and per replayed cell: each
 is drawn about as often as in a fine-tune that augments every draw afresh."""
 FOLDS = 5
-"""At most this many cross-fitting folds (leave-one-out below it)."""
+"""At most this many cross-fitting folds: two corrections a fold for ten, one for five."""
 CROSS_FIT_FROM = 5
 """Corrected cells from which each is judged unseen, as the segmentation holds corrections
 out from five: one cell learned from one or two others says little, and a user who
