@@ -171,7 +171,7 @@ def _fit_head(
     return head.eval()
 
 
-def _draw_weights(corrections: int, replayed: int, share: float) -> torch.Tensor:
+def draw_weights(corrections: int, replayed: int, share: float) -> torch.Tensor:
     """Each cell's chance to be drawn: the corrections ``share`` of it together."""
     if not replayed:
         return torch.full((corrections,), 1.0 / corrections)
@@ -191,26 +191,21 @@ def _folds(count: int, seed: int) -> list[list[int]]:
 
 @dataclass(frozen=True)
 class _Problem:
-    """A last layer's training problem: the start (its statistics the user's), the user's
-    corrections first among the cells, their views, types and draw weights."""
+    """A last layer's training problem: the start (its statistics the user's), the types it
+    learns, the user's corrections first among the cells, their views, labels and draw
+    weights."""
 
     start: TypeModel
+    types: tuple[str, ...]
     corrections: TypedCells
     views: _Views
     labels: torch.Tensor
     weights: torch.Tensor
 
-    @staticmethod
-    def types_of(start: TypeModel, corrections: TypedCells) -> tuple[str, ...]:
-        """``start``'s types, then those that the corrections bring."""
-        new = sorted(set(corrections.types) - set(start.types), key=type_order)
-        return (*start.types, *new)
-
     def fitted(self, without: Sequence[int], seed: int) -> torch.nn.Linear:
         """The last layer trained on every cell but the corrections ``without``."""
         rest = [i for i in range(len(self.corrections)) if i not in without]
-        types = self.types_of(self.start, self.corrections)
-        network = widened(self.start, types, self.corrections.subset(rest)).network
+        network = widened(self.start, self.types, self.corrections.subset(rest)).network
         assert isinstance(network, torch.nn.Sequential)
         head = network[-1]
         assert isinstance(head, torch.nn.Linear)
@@ -260,7 +255,8 @@ def _problem(
 ) -> _Problem:
     """The start under the user's statistics (from :data:`STATISTICS_FROM` corrected cells),
     the views of every cell and their draw weights."""
-    new = set(corrections.types) - set(start.types)
+    new = sorted(set(corrections.types) - set(start.types), key=type_order)
+    types = (*start.types, *new)
     # Corrections of types the model knows are at most a quarter of the draws; a new
     # type has only the corrections to learn from and keeps ``share``.
     share = share if new else min(share, KNOWN_TYPES_SHARE)
@@ -278,10 +274,9 @@ def _problem(
         start.network[:-1].eval(),
         seed,
     )
-    types = _Problem.types_of(start, corrections)
     labels = torch.tensor([types.index(kind) for kind in (*corrections.types, *replayed.types)])
-    weights = _draw_weights(len(corrections), len(replayed), share)
-    return _Problem(theirs, corrections, views, labels, weights)
+    weights = draw_weights(len(corrections), len(replayed), share)
+    return _Problem(theirs, types, corrections, views, labels, weights)
 
 
 def finetune_types(
@@ -311,8 +306,7 @@ def finetune_types(
     network = copy.deepcopy(problem.start.network)
     assert isinstance(network, torch.nn.Sequential)
     network[-1] = problem.fitted((), seed)
-    types = _Problem.types_of(start, corrections)
-    tuned = TypeModel(network, types, start.side, start.margin, dict(start.metrics))
+    tuned = TypeModel(network, problem.types, start.side, start.margin, dict(start.metrics))
     before = _share_right(start, corrections)
     after = crossed if crossed is not None else _share_right(tuned, corrections)
     forgetting, forgot = "", 0.0

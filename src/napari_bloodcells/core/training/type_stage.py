@@ -13,10 +13,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from napari_bloodcells.core.events import Notice
-from napari_bloodcells.core.training.type_finetune import finetune_types
+from napari_bloodcells.core.training.type_finetune import draw_weights, finetune_types
 from napari_bloodcells.core.training.type_fit import (
     MIN_EXAMPLES,
     TypedCells,
@@ -110,10 +108,7 @@ def _first_types(
     if len(types) < 2:
         yield Notice("Cell types were not learned: correct cells of at least two types.")
         return None
-    weights = np.r_[
-        np.full(len(corrections), share / len(corrections)),
-        np.full(len(replayed), (1 - share) / max(1, len(replayed))),
-    ]
+    weights = draw_weights(len(corrections), len(replayed), share).numpy()
     model = fit_types(cells, types, weights=weights, seed=run.config.seed)
     if model is not None:
         yield Notice(
